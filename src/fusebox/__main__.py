@@ -1,0 +1,3 @@
+from fusebox.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""Electric Streams: the Durable Streams log engine and its HTTP protocol."""
