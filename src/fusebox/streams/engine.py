@@ -95,8 +95,13 @@ class StreamEngine:
         for record in recovered.records:
             self._apply(record)
             self._apply_durable(record)
+        # Reads renew sliding TTLs in memory only; after a restart nobody can tell when the
+        # last one happened, so count the restart as an access: expiry may come later than
+        # before the crash, never earlier than a client was promised.
+        now = self._clock()
         for stream in self._by_id.values():
             stream.ready = None
+            stream.last_access = max(stream.last_access, now)
         self._store.attach(self._on_durable, self.snapshot)
         lengths = {s.id: s.durable.tail - s.base for s in self._durable.values()}
         await self._store.recovered(lengths)

@@ -105,12 +105,14 @@ class StreamsProtocol:
         self.long_poll_timeout = long_poll_timeout
         self.sse_rotation = sse_rotation
         self._extra_routes = extra_routes
+        self._reserved = f"{self.prefix}/__ds/"
 
     async def handle(self, request: Request) -> Response:
         path = request.path
         if not path.startswith(self.prefix + "/") or len(path) == len(self.prefix) + 1:
             return error(404, f"no route for {path}; streams live under {self.prefix}/<name>")
-        if self._extra_routes is not None:
+        # `__ds/` is the protocol's own namespace (subscriptions), never a stream name.
+        if self._extra_routes is not None and path.startswith(self._reserved):
             routed = await self._extra_routes(request, path[len(self.prefix) + 1 :])
             if routed is not None:
                 return routed
