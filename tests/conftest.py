@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from postgres import PostgresCluster, create_cluster
+
 ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = ROOT / "tests" / "node"
 
@@ -114,3 +116,13 @@ def run_node(script: str, env: dict[str, str], timeout: float = 600) -> subproce
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """One real Postgres (wal_level=logical) for the whole test session."""
+    cluster = create_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
