@@ -227,7 +227,7 @@ class StreamEngine:
             if position + count > tail:
                 raise InvalidRequest("fork sub-offset is beyond the end of the source")
             return position + count
-        data = self._range(source, position, tail)
+        data = self.read_range(source, position, tail)
         skipped = framing.skip_messages(data, count)
         if skipped is None:
             raise InvalidRequest("fork sub-offset counts more messages than the source has")
@@ -316,8 +316,23 @@ class StreamEngine:
             meta["pr"] = (producer.id, producer.epoch, producer.seq)
         record = Record(APPEND, stream.id, meta, body, state.tail - stream.base)
         self._apply(record)
+        end = stream.pending.tail  # this append's end; appends queued behind it move the tail
         await self._commit(stream, record)
-        return AppendOutcome(stream.pending.tail, close or state.closed, False, producer)
+        return AppendOutcome(end, close or state.closed, False, producer)
+
+    def append_framed(self, stream: Stream, framed: bytes) -> tuple[int, asyncio.Future[None]]:
+        """Append already-framed bytes from trusted code (the sync engine's shape logs).
+
+        Returns the new pending tail and the commit to await; submitting synchronously lets
+        a caller queue many appends in order before the first is durable.
+        """
+        if stream.gone or stream.pending.closed:
+            raise StreamClosed(f"stream {stream.path} is closed", stream.pending.tail)
+        record = Record(APPEND, stream.id, {}, framed, stream.pending.tail - stream.base)
+        self._apply(record)
+        commit = self._store.submit(record)
+        stream.last_commit = commit
+        return stream.pending.tail, commit
 
     async def _settled(
         self, stream: Stream, closed_by_this: bool, producer: Producer | None
@@ -332,8 +347,8 @@ class StreamEngine:
     async def delete(self, path: str) -> None:
         stream = self.lookup(path, touch=False)
         await self.ready(stream)
-        record = self._delete(stream)
-        await self._commit(stream, record)
+        self._delete(stream)  # decides, applies and submits the record: await, not resubmit
+        await asyncio.shield(stream.last_commit)
 
     def _delete(self, stream: Stream) -> Record:
         """Decide and apply a delete: soft while forks read it, else drop (cascading)."""
@@ -462,27 +477,27 @@ class StreamEngine:
             raise InvalidRequest("offset is beyond the end of the stream")
         limit = self._chunk_bytes if max_bytes is None else max_bytes
         end = min(tail, position + limit)
-        data = self._range(stream, position, end)
+        data = self.read_range(stream, position, end)
         if stream.is_json and end < tail:
             cut = framing.whole_messages(data)
             while cut == 0 and end < tail:
                 # One message larger than the chunk size: send it whole.
                 end = min(tail, end + limit)
-                data = self._range(stream, position, end)
+                data = self.read_range(stream, position, end)
                 cut = framing.whole_messages(data)
             data = data[:cut]
             end = position + cut
         closed = stream.durable.closed and end == tail
         return Chunk(data, end, end == tail, closed)
 
-    def _range(self, stream: Stream, start: int, end: int) -> bytes:
+    def read_range(self, stream: Stream, start: int, end: int) -> bytes:
         """Bytes [start, end) in `stream`'s offset space, stitched across fork ancestors."""
         if start >= end:
             return b""
         parts = []
         if start < stream.base:
             assert stream.parent is not None
-            parts.append(self._range(stream.parent, start, min(end, stream.base)))
+            parts.append(self.read_range(stream.parent, start, min(end, stream.base)))
             start = stream.base
             if start >= end:
                 return parts[0]
@@ -594,6 +609,15 @@ class StreamEngine:
                 self._streams[stream.path] = stream
 
     # -- introspection ------------------------------------------------------------------
+
+    def live_streams(self, prefix: str = "") -> list[Stream]:
+        """Streams under `prefix` that are neither deleted nor expired."""
+        now = self._clock()
+        return [
+            stream
+            for path, stream in list(self._streams.items())
+            if path.startswith(prefix) and not stream.gone and not stream.expired(now)
+        ]
 
     def __len__(self) -> int:
         return len(self._streams)

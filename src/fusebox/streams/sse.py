@@ -36,7 +36,9 @@ def _data_event(payload: bytes) -> bytes:
     # Each line gets its own `data:` prefix; CR and CRLF count as line breaks in SSE,
     # so they are split on too, and no payload can inject an event of its own.
     lines = payload.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
-    return b"event: data\n" + b"".join(b"data:" + line + b"\n" for line in lines) + b"\n"
+    # A line that starts with a space gets one more: SSE parsers strip one after `data:`.
+    fields = ((b"data: " if line[:1] == b" " else b"data:") + line + b"\n" for line in lines)
+    return b"event: data\n" + b"".join(fields) + b"\n"
 
 
 def _control_event(fields: dict) -> bytes:
