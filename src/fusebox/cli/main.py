@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from fusebox.cli import streams
+from fusebox.cli import streams, sync
 
 app = typer.Typer(
     help="Fusebox: Postgres sync and durable HTTP streams, self-hosted.",
@@ -15,6 +15,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(streams.app, name="streams")
+app.add_typer(sync.app, name="sync")
 
 
 @app.callback()

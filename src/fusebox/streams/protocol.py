@@ -227,6 +227,8 @@ class StreamsProtocol:
         now_requested = offset_text == NOW
         position = stream.durable.tail if now_requested else _position(offset_text)
         if live == "sse":
+            if position > stream.durable.tail:  # refuse now: later, headers are already sent
+                raise InvalidRequest("offset is beyond the end of the stream")
             cursors = query.get("cursor")
             return sse_response(
                 self.engine,

@@ -1,0 +1,1 @@
+"""Postgres sync: logical replication in, shapes out."""

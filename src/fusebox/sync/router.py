@@ -1,0 +1,78 @@
+"""Which shapes a changed row can concern, without asking every shape.
+
+Shapes whose where clause pins a column to constants (`col = 1`, `col IN (1, 2)`, or such
+a conjunct under AND) are indexed by that column's text value, so the shapes a change
+reaches are found with one dictionary lookup per indexed column, whatever the number of
+shapes. Only the candidates evaluate their full where clause.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fusebox.sync.shapes import Shape
+
+
+class _TableIndex:
+    __slots__ = ("by_column", "unindexed")
+
+    def __init__(self) -> None:
+        self.unindexed: set[Shape] = set()
+        self.by_column: dict[str, dict[str, set[Shape]]] = {}
+
+
+class Router:
+    def __init__(self) -> None:
+        self._tables: dict[tuple[str, str], _TableIndex] = {}
+
+    def add(self, shape: Shape) -> None:
+        index = self._tables.setdefault(shape.table.relation, _TableIndex())
+        hint = shape.where.index_hint if shape.where is not None else None
+        if hint is None:
+            index.unindexed.add(shape)
+            return
+        by_value = index.by_column.setdefault(hint.column, {})
+        for value in hint.values:
+            by_value.setdefault(value, set()).add(shape)
+
+    def remove(self, shape: Shape) -> None:
+        index = self._tables.get(shape.table.relation)
+        if index is None:
+            return
+        index.unindexed.discard(shape)
+        hint = shape.where.index_hint if shape.where is not None else None
+        if hint is not None:
+            by_value = index.by_column.get(hint.column, {})
+            for value in hint.values:
+                shapes = by_value.get(value)
+                if shapes is not None:
+                    shapes.discard(shape)
+                    if not shapes:
+                        del by_value[value]
+
+    def shapes_of(self, relation: tuple[str, str]) -> set[Shape]:
+        index = self._tables.get(relation)
+        if index is None:
+            return set()
+        found = set(index.unindexed)
+        for by_value in index.by_column.values():
+            for shapes in by_value.values():
+                found |= shapes
+        return found
+
+    def candidates(self, relation: tuple[str, str], rows: Iterable[dict]) -> set[Shape]:
+        index = self._tables.get(relation)
+        if index is None:
+            return set()
+        found = set(index.unindexed) if index.unindexed else set()
+        if index.by_column:
+            for row in rows:
+                for column, by_value in index.by_column.items():
+                    value = row.get(column)
+                    if isinstance(value, str):
+                        shapes = by_value.get(value)
+                        if shapes:
+                            found |= shapes
+        return found

@@ -1,0 +1,283 @@
+"""Running a standalone sync service: log engine, shapes, replication and HTTP together.
+
+The replication process (`replicator.py`) streams committed transactions over a pipe;
+this process routes them to shape logs and sends back, in order, the end LSN of every
+transaction whose shape appends are durable. If the replication process fails (Postgres
+restarted, connection dropped) it is restarted with backoff; shape requests get 503 with
+Retry-After meanwhile. A new system id or timeline, or a lost slot, means the logs may
+miss changes: every shape is dropped and clients refetch (409).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import signal
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import psycopg
+
+from fusebox.http.server import HttpServer
+from fusebox.streams.engine import StreamEngine
+from fusebox.streams.store import FileStore
+from fusebox.sync import replicator
+from fusebox.sync.changes import Transaction
+from fusebox.sync.protocol import ShapeProtocol, SyncStatus
+from fusebox.sync.replication.names import ReplicationNames
+from fusebox.sync.replication.publication import add_table, ensure_publication
+from fusebox.sync.schema import Table
+from fusebox.sync.shapes import Shapes
+
+log = logging.getLogger("fusebox.sync")
+
+
+@dataclass
+class SyncSettings:
+    database_url: str
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 3000
+    secret: str | None = None
+    chunk_bytes: int = 10 * 1024 * 1024
+    long_poll_timeout: float = 20.0
+    allow_shape_deletion: bool = False
+    stream_id: str = "default"
+
+
+class Replication:
+    """Supervises the replication process and applies what it sends."""
+
+    def __init__(self, settings: SyncSettings, shapes: Shapes, status: SyncStatus) -> None:
+        self.settings = settings
+        self.names = ReplicationNames.for_stream(settings.stream_id)
+        self.shapes = shapes
+        self.status = status
+        self._identity_path = settings.data_dir / "identity.json"
+        self._pipe: multiprocessing.connection.Connection | None = None
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._acks: deque[tuple[int, list[asyncio.Future[None]]]] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        # Deletions started from synchronous callbacks, kept so they are not collected.
+        self._background: set[asyncio.Future[None]] = set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._supervise())
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._terminate()
+
+    # -- tables -------------------------------------------------------------------------
+
+    async def prepare_table(self, table: Table) -> None:
+        """Publish a table (REPLICA IDENTITY FULL) before its first snapshot."""
+
+        def publish() -> None:
+            with psycopg.connect(self.settings.database_url, autocommit=True) as conn:
+                ensure_publication(conn, self.names.publication)
+                add_table(conn, self.names.publication, table.relation)
+
+        await asyncio.get_running_loop().run_in_executor(None, publish)
+
+    # -- the process ----------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        delay = 0.5
+        while not self._stopping:
+            outcome = await self._run_once()
+            if self._stopping:
+                return
+            if outcome == "active":
+                delay = 0.5
+            self.status.state = "starting"
+            log.info("replication stopped (%s); restarting in %.1f s", outcome, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    async def _run_once(self) -> str:
+        identity = self._stored_identity()
+        with psycopg.connect(self.settings.database_url, autocommit=True) as conn:
+            ensure_publication(conn, self.names.publication)
+        config = replicator.ReplicatorConfig(
+            self.settings.database_url,
+            self.names.publication,
+            self.names.slot,
+            identity.get("system_id"),
+            identity.get("timeline"),
+        )
+        context = multiprocessing.get_context("spawn")
+        parent, child = context.Pipe()
+        process = context.Process(target=replicator.run, args=(config, child), daemon=True)
+        process.start()
+        child.close()
+        self._pipe, self._process = parent, process
+        self._acks.clear()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[str] = loop.create_future()
+        reached_active = False
+
+        def readable() -> None:
+            nonlocal reached_active
+            try:
+                while parent.poll():
+                    message = parent.recv()
+                    kind = message[0]
+                    if kind == "transactions":
+                        self._apply(message[1])
+                    elif kind == "status":
+                        self.status.state = message[1]
+                        self.status.reason = message[2]
+                        reached_active = reached_active or message[1] == "active"
+                    elif kind == "identity":
+                        self._check_identity(message[1], message[2])
+                    elif kind == "relation":
+                        self._check_relation(message[1], message[2], message[3])
+                    elif kind == "error":
+                        log.warning("replication error (%s): %s", message[1], message[2])
+                        if message[1] in ("identity", "slot"):
+                            self._purge(message[2])
+                        if not done.done():
+                            done.set_result(message[1])
+            except (EOFError, OSError):
+                if not done.done():
+                    done.set_result("exited")
+
+        descriptor = parent.fileno()
+        loop.add_reader(descriptor, readable)
+        try:
+            outcome = await done
+        finally:
+            loop.remove_reader(descriptor)
+            self._terminate()
+        return "active" if reached_active and outcome == "connection" else outcome
+
+    def _terminate(self) -> None:
+        if self._pipe is not None:
+            with contextlib.suppress(OSError, BrokenPipeError):
+                self._pipe.send(("stop",))
+        if self._process is not None:
+            self._process.join(timeout=2)
+            if self._process.is_alive():
+                self._process.kill()
+                self._process.join()
+            self._process = None
+        if self._pipe is not None:
+            self._pipe.close()
+            self._pipe = None
+
+    # -- applying changes -----------------------------------------------------------------
+
+    def _apply(self, transactions: list[tuple[Transaction, int]]) -> None:
+        for transaction, end_lsn in transactions:
+            commits = self.shapes.apply(transaction)
+            self._acks.append((end_lsn, commits))
+            for commit in commits:
+                commit.add_done_callback(lambda _: self._acknowledge())
+        self._acknowledge()
+
+    def _acknowledge(self) -> None:
+        """Send the end LSN of the newest transaction whose appends are all durable."""
+        lsn = None
+        while self._acks and all(c.done() for c in self._acks[0][1]):
+            lsn, _ = self._acks.popleft()
+        if lsn is not None and self._pipe is not None:
+            with contextlib.suppress(OSError, BrokenPipeError):
+                self._pipe.send(("ack", lsn))
+
+    # -- invalidation ---------------------------------------------------------------------
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _stored_identity(self) -> dict:
+        try:
+            return orjson.loads(self._identity_path.read_bytes())
+        except FileNotFoundError:
+            return {}
+
+    def _check_identity(self, system_id: str, timeline: int) -> None:
+        stored = self._stored_identity()
+        if stored and (stored.get("system_id"), stored.get("timeline")) != (system_id, timeline):
+            self._purge(f"database identity changed to {system_id}/{timeline}")
+        if stored.get("system_id") != system_id or stored.get("timeline") != timeline:
+            temporary = self._identity_path.with_suffix(".tmp")
+            temporary.write_bytes(orjson.dumps({"system_id": system_id, "timeline": timeline}))
+            temporary.replace(self._identity_path)
+
+    def _check_relation(self, schema: str, name: str, columns: list[tuple[str, int]]) -> None:
+        for shape in self.shapes.invalidate_relation((schema, name), columns):
+            log.info("schema of %s.%s changed: dropping shape %s", schema, name, shape.handle)
+            self._spawn(self.shapes.delete(shape))
+
+    def _purge(self, reason: str) -> None:
+        log.warning("dropping every shape: %s", reason)
+        for shape in list(self.shapes):
+            self._spawn(self.shapes.delete(shape))
+        with contextlib.suppress(FileNotFoundError):
+            self._identity_path.unlink()
+
+
+class SyncServer:
+    def __init__(self, settings: SyncSettings) -> None:
+        self.settings = settings
+        self.store = FileStore(settings.data_dir / "log")
+        self.engine = StreamEngine(self.store)
+        self.status = SyncStatus()
+        self.shapes = Shapes(
+            self.engine,
+            settings.database_url,
+            source=settings.stream_id,
+            chunk_bytes=settings.chunk_bytes,
+        )
+        self.replication = Replication(settings, self.shapes, self.status)
+        self.shapes.on_table = self.replication.prepare_table
+        self.protocol = ShapeProtocol(
+            self.shapes,
+            self.status,
+            secret=settings.secret,
+            long_poll_timeout=settings.long_poll_timeout,
+            allow_shape_deletion=settings.allow_shape_deletion,
+        )
+        self.http = HttpServer(self.protocol.handle)
+        self.port = settings.port
+
+    async def start(self) -> None:
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        await self.engine.start()
+        await self.shapes.load()
+        await self.replication.start()
+        self.port = await self.http.start(self.settings.host, self.settings.port)
+
+    async def stop(self) -> None:
+        await self.http.stop()
+        await self.replication.stop()
+        await self.engine.stop()
+
+
+async def serve(settings: SyncSettings) -> None:
+    server = SyncServer(settings)
+    await server.start()
+    log.info(
+        "Electric-compatible sync service on http://%s:%d/v1/shape (data in %s)",
+        settings.host,
+        server.port,
+        settings.data_dir,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await server.stop()

@@ -1,0 +1,216 @@
+"""A shape's log: its items in a stream of the log engine, addressed by Electric offsets.
+
+Items are stored as framed JSON (compact item plus `,\\n`, the engine's JSON framing), so
+a response is a byte range wrapped in `[ ]` with no parsing. Electric offsets (`0_N` for
+snapshot chunk N, `LSN_op` for changes) map to byte positions through boundaries: one at
+each snapshot chunk end, each transaction end and each chunk cut. Clients only send back
+offsets we returned, and those are all boundaries.
+
+A chunk is cut after the item that takes it past `chunk_bytes`, so no response holds much
+more than that. Boundaries become visible only once their bytes are durable, in order, so
+no reader sees a position the engine could still lose. `rebuild` derives the same
+boundaries from the stored items after a restart, by the same rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+from collections import deque
+
+import orjson
+
+from fusebox.streams.engine import StreamEngine
+from fusebox.streams.framing import SEPARATOR
+from fusebox.streams.model import Stream
+from fusebox.sync.log_items import control_item
+
+INFINITY = 2**63 - 1
+BEFORE_ALL = (-1, 0)
+Offset = tuple[int, int]
+
+
+def format_offset(offset: Offset) -> str:
+    if offset == BEFORE_ALL:
+        return "-1"
+    tx, op = offset
+    return f"{tx}_{'inf' if op == INFINITY else op}"
+
+
+def parse_offset(text: str) -> Offset:
+    if text == "-1":
+        return BEFORE_ALL
+    tx, sep, op = text.partition("_")
+    if not sep or not tx.isdigit() or not (op.isdigit() or op == "inf"):
+        raise ValueError(f"offset {text!r} is not -1, now, or <int>_<int|inf>")
+    return (int(tx), INFINITY if op == "inf" else int(op))
+
+
+class ShapeLog:
+    def __init__(self, engine: StreamEngine, stream: Stream, chunk_bytes: int) -> None:
+        self.engine = engine
+        self.stream = stream
+        self.chunk_bytes = chunk_bytes
+        # Published boundaries: offsets ascending, with their end positions.
+        self._offsets: list[Offset] = []
+        self._positions: list[int] = []
+        self._chunk_ends: list[int] = []
+        # Appended but not yet durable: (commit, boundaries, ends the snapshot).
+        self._pending: deque[tuple[asyncio.Future[None], list[tuple[Offset, int, bool]], bool]] = (
+            deque()
+        )
+        self._chunk_start = stream.base
+        self._snapshot_chunk = 0
+        self._waiters: set[asyncio.Future[None]] = set()
+        self.visible_end = stream.base
+        self.last_offset: Offset = BEFORE_ALL
+        # Queued (snapshot_done) and durable (snapshot_visible) ends of the snapshot.
+        self.snapshot_done = False
+        self.snapshot_visible = False
+
+    # -- writing ------------------------------------------------------------------------
+
+    def append_snapshot(
+        self, rows: list[bytes], end: tuple[int, int, list[int]] | None = None
+    ) -> asyncio.Future[None]:
+        """Queue snapshot rows; `end` (xmin, xmax, xip) closes the snapshot."""
+        items: list[tuple[Offset | None, bytes, bool]] = [(None, row, False) for row in rows]
+        if end is not None:
+            xmin, xmax, xip = end
+            marker = control_item(
+                "snapshot-end", xmin=str(xmin), xmax=str(xmax), xip_list=[str(x) for x in xip]
+            )
+            items.append((None, marker, True))
+        return self._append(items)
+
+    def append_changes(self, items: list[tuple[Offset, bytes]]) -> asyncio.Future[None]:
+        """Queue one transaction's items (the last one carries `last: true`)."""
+        return self._append([(offset, item, False) for offset, item in items])
+
+    def _append(self, items: list[tuple[Offset | None, bytes, bool]]) -> asyncio.Future[None]:
+        position = self.stream.pending.tail
+        boundaries: list[tuple[Offset, int, bool]] = []
+        parts: list[bytes] = []
+        for index, (offset, item, ends_snapshot) in enumerate(items):
+            parts.append(item)
+            parts.append(SEPARATOR)
+            position += len(item) + len(SEPARATOR)
+            if offset is None:
+                offset = (0, self._snapshot_chunk)
+            cut = ends_snapshot or position - self._chunk_start >= self.chunk_bytes
+            if cut:
+                self._chunk_start = position
+                if offset[0] == 0:
+                    self._snapshot_chunk += 1
+            if cut or (index == len(items) - 1 and offset[0] != 0):
+                boundaries.append((offset, position, cut))
+            if ends_snapshot:
+                self.snapshot_done = True
+        _, commit = self.engine.append_framed(self.stream, b"".join(parts))
+        self._pending.append((commit, boundaries, any(item[2] for item in items)))
+        commit.add_done_callback(self._published)
+        return commit
+
+    def _published(self, _: asyncio.Future[None]) -> None:
+        while self._pending and self._pending[0][0].done():
+            commit, boundaries, ends_snapshot = self._pending.popleft()
+            if commit.cancelled() or commit.exception() is not None:
+                continue
+            if ends_snapshot:
+                self.snapshot_visible = True
+            for offset, position, cut in boundaries:
+                self._offsets.append(offset)
+                self._positions.append(position)
+                if cut:
+                    self._chunk_ends.append(position)
+                self.visible_end = position
+                self.last_offset = offset
+        self._wake()
+
+    # -- recovery -----------------------------------------------------------------------
+
+    def rebuild(self) -> None:
+        """Derive boundaries from the stored items, by the rules `_append` follows."""
+        position = self.stream.base
+        tail = self.stream.durable.tail
+        read_from = position
+        buffer = b""
+        while read_from < tail:
+            end = min(tail, read_from + (1 << 20))
+            buffer += self.engine.read_range(self.stream, read_from, end)
+            read_from = end
+            cut_at = buffer.rfind(SEPARATOR)
+            if cut_at < 0:
+                continue
+            block, buffer = buffer[: cut_at + 2], buffer[cut_at + 2 :]
+            for line in block.split(SEPARATOR)[:-1]:
+                position += len(line) + len(SEPARATOR)
+                headers = orjson.loads(line).get("headers", {})
+                ends_snapshot = headers.get("control") == "snapshot-end"
+                if "lsn" in headers:
+                    offset = (int(headers["lsn"]), int(headers["op_position"]))
+                else:
+                    offset = (0, self._snapshot_chunk)
+                cut = ends_snapshot or position - self._chunk_start >= self.chunk_bytes
+                if cut:
+                    self._chunk_start = position
+                    if offset[0] == 0:
+                        self._snapshot_chunk += 1
+                if cut or headers.get("last"):
+                    self._offsets.append(offset)
+                    self._positions.append(position)
+                    if cut:
+                        self._chunk_ends.append(position)
+                    self.visible_end = position
+                    self.last_offset = offset
+                if ends_snapshot:
+                    self.snapshot_done = self.snapshot_visible = True
+
+    # -- reading ------------------------------------------------------------------------
+
+    def seek(self, offset: Offset) -> int:
+        """The byte position just after the item at `offset` (the start for -1)."""
+        if offset == BEFORE_ALL:
+            return self.stream.base
+        index = bisect.bisect_right(self._offsets, offset)
+        return self._positions[index - 1] if index else self.stream.base
+
+    def chunk(self, start: int) -> tuple[bytes, int, Offset]:
+        """Framed items from `start` to the end of its chunk or the visible end.
+
+        Returns the bytes, the end position, and the offset to resume from.
+        """
+        index = bisect.bisect_right(self._chunk_ends, start)
+        end = self._chunk_ends[index] if index < len(self._chunk_ends) else self.visible_end
+        end = min(end, self.visible_end)
+        if end <= start:
+            return b"", start, self._offset_at(start)
+        return self.engine.read_range(self.stream, start, end), end, self._offset_at(end)
+
+    def _offset_at(self, position: int) -> Offset:
+        index = bisect.bisect_right(self._positions, position)
+        return self._offsets[index - 1] if index else BEFORE_ALL
+
+    async def wait(self, position: int, timeout: float) -> bool:
+        """Wait until the log is visible past `position`; False on timeout."""
+        if self.visible_end > position:
+            return True
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.add(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            return False
+        finally:
+            self._waiters.discard(waiter)
+        return self.visible_end > position
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, set()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def close(self) -> None:
+        """Wake every waiter: the shape is going away."""
+        self._wake()

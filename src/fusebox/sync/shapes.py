@@ -1,0 +1,421 @@
+"""The shapes of one source: creation, snapshots, routing of changes, invalidation.
+
+Each shape owns a log (a stream in the log engine). The registry itself is a small JSON
+stream in the same engine (`create` / `delete` records), so shapes survive a restart with
+their handles and logs, and there is one storage mechanism for everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import orjson
+import psycopg
+
+from fusebox.streams.engine import StreamEngine
+from fusebox.streams.errors import StreamNotFound
+from fusebox.streams.framing import SEPARATOR
+from fusebox.streams.model import StreamConfig
+from fusebox.sync.changes import Transaction, shape_items
+from fusebox.sync.log_items import build_key, change_item, key_prefix
+from fusebox.sync.router import Router
+from fusebox.sync.schema import Table, TableNotFound, inspect_table, session_options
+from fusebox.sync.shape import ShapeDefinition, ShapeError
+from fusebox.sync.shape_log import ShapeLog
+from fusebox.sync.snapshot import Visibility, begin_snapshot, copy_rows, snapshot_query
+from fusebox.sync.where import ColumnType, WhereClause, WhereError, WhereEvalError, compile_where
+
+log = logging.getLogger("fusebox.sync")
+
+
+@dataclass(eq=False)
+class Shape:
+    handle: str
+    definition: ShapeDefinition
+    table: Table
+    columns: tuple[str, ...]
+    where: WhereClause | None
+    log: ShapeLog
+    visibility: Visibility | None = None
+    # Transactions that arrived while the snapshot was still being copied.
+    held: list[Transaction] = field(default_factory=list)
+    snapshot: asyncio.Task[None] | None = None
+    # Resolves once the transactions held during the snapshot are durable in the log:
+    # until then their LSNs must not be acknowledged to Postgres.
+    released: asyncio.Future[None] | None = None
+    failed: str | None = None
+    deleted: bool = False
+
+    def matches(self, row: dict) -> bool:
+        if self.where is None:
+            return True
+        try:
+            return self.where.matches(row)
+        except WhereEvalError:
+            # Where Postgres would raise (say, a division by zero), the row cannot be in
+            # the snapshot either: it does not match.
+            return False
+
+
+class Shapes:
+    def __init__(
+        self,
+        engine: StreamEngine,
+        database_url: str,
+        *,
+        source: str = "default",
+        chunk_bytes: int = 10 * 1024 * 1024,
+        on_table: Callable[[Table], asyncio.Future[None] | None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.database_url = database_url
+        self.chunk_bytes = chunk_bytes
+        self._prefix = f"/__sync/{source}"
+        self._registry_path = f"{self._prefix}/shapes"
+        self._by_handle: dict[str, Shape] = {}
+        self._by_definition: dict[ShapeDefinition, Shape] = {}
+        self.router = Router()
+        self._tables: dict[tuple[str, str], Table] = {}
+        self.on_table = on_table
+        self._creating: dict[ShapeDefinition, asyncio.Future[Shape]] = {}
+        self.last_seen_lsn = 0
+
+    # -- start-up -----------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Restore shapes from the registry; shapes whose snapshot never finished are dropped."""
+        try:
+            registry = self.engine.lookup(self._registry_path)
+        except StreamNotFound:
+            await self.engine.create(
+                self._registry_path, StreamConfig("application/json"), b"", False
+            )
+            return
+        data = self.engine.read_range(registry, registry.base, registry.durable.tail)
+        live: dict[str, dict] = {}
+        for line in data.split(SEPARATOR)[:-1]:
+            entry = orjson.loads(line)
+            if entry["op"] == "create":
+                live[entry["handle"]] = entry
+            else:
+                live.pop(entry["handle"], None)
+        async with await psycopg.AsyncConnection.connect(self.database_url) as conn:
+            for handle, entry in live.items():
+                definition = ShapeDefinition.from_json(entry["definition"])
+                try:
+                    shape = await self._build(conn, handle, definition, create_log=False)
+                except (ShapeError, StreamNotFound) as exc:
+                    log.warning("dropping shape %s on restart: %s", handle, exc)
+                    await self._forget(handle)
+                    continue
+                shape.log.rebuild()
+                if not shape.log.snapshot_done:
+                    await self.delete(shape)
+                    continue
+                shape.visibility = (
+                    Visibility(*entry["visibility"]) if entry.get("visibility") else None
+                )
+                self._register(shape)
+
+    # -- lookup and creation ------------------------------------------------------------
+
+    def get(self, handle: str) -> Shape | None:
+        return self._by_handle.get(handle)
+
+    def find(self, definition: ShapeDefinition) -> Shape | None:
+        return self._by_definition.get(definition)
+
+    async def get_or_create(self, definition: ShapeDefinition) -> Shape:
+        existing = self._by_definition.get(definition)
+        if existing is not None:
+            return existing
+        pending = self._creating.get(definition)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Shape] = asyncio.get_running_loop().create_future()
+        self._creating[definition] = future
+        try:
+            shape = await self._create(definition)
+            future.set_result(shape)
+            return shape
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        finally:
+            del self._creating[definition]
+
+    async def validate(self, definition: ShapeDefinition) -> None:
+        """Check a definition against the database without creating a shape."""
+        async with await psycopg.AsyncConnection.connect(self.database_url) as conn:
+            await self._build(conn, "", definition, create_log=False, dry_run=True)
+
+    async def _create(self, definition: ShapeDefinition) -> Shape:
+        handle = f"{int(definition.fingerprint(), 16) % 10**8}-{time.time_ns() // 1000}"
+        async with await psycopg.AsyncConnection.connect(self.database_url) as conn:
+            shape = await self._build(conn, handle, definition, create_log=True)
+        if self.on_table is not None:
+            prepared = self.on_table(shape.table)
+            if prepared is not None:
+                await prepared
+        self._register(shape)
+        if definition.log_mode == "changes_only":
+            shape.log.append_snapshot([], end=(0, 0, []))
+            await self._record(
+                {"op": "create", "handle": handle, "definition": definition.to_json()}
+            )
+        else:
+            started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            shape.released = asyncio.get_running_loop().create_future()
+            shape.snapshot = asyncio.create_task(self._run_snapshot(shape, started))
+            await started
+        return shape
+
+    async def _build(
+        self,
+        conn: psycopg.AsyncConnection,
+        handle: str,
+        definition: ShapeDefinition,
+        *,
+        create_log: bool,
+        dry_run: bool = False,
+    ) -> Shape:
+        table = await self._table(conn, definition.schema, definition.table)
+        columns = definition.columns
+        if columns is None:
+            columns = tuple(c.name for c in table.columns)
+        else:
+            unknown = [c for c in columns if table.column(c) is None]
+            if unknown:
+                raise ShapeError(
+                    "columns", f"The following columns could not be found: {', '.join(unknown)}"
+                )
+            missing = [c for c in table.primary_key if c not in columns]
+            if missing:
+                raise ShapeError(
+                    "columns",
+                    "The list of columns must include all primary key columns, missing: "
+                    + ", ".join(missing),
+                )
+        where = None
+        if definition.where:
+            try:
+                where = compile_where(
+                    definition.where, _column_types(table), dict(definition.params)
+                )
+            except WhereError as exc:
+                raise ShapeError(getattr(exc, "field", "where"), str(exc)) from None
+        elif definition.params:
+            raise ShapeError("params", "params were given but the where clause uses none")
+        if dry_run:
+            return None  # type: ignore[return-value]
+        path = f"{self._prefix}/logs/{handle}"
+        if create_log:
+            stream, _ = await self.engine.create(path, StreamConfig("application/json"), b"", False)
+        else:
+            stream = self.engine.lookup(path)
+        shape_log = ShapeLog(self.engine, stream, self.chunk_bytes)
+        return Shape(handle, definition, table, columns, where, shape_log)
+
+    async def _table(self, conn: psycopg.AsyncConnection, schema: str, name: str) -> Table:
+        cached = self._tables.get((schema, name))
+        if cached is not None:
+            return cached
+        try:
+            table = await inspect_table(conn, schema, name)
+        except TableNotFound as exc:
+            raise ShapeError("table", str(exc)) from None
+        self._tables[(schema, name)] = table
+        return table
+
+    def _register(self, shape: Shape) -> None:
+        self._by_handle[shape.handle] = shape
+        self._by_definition[shape.definition] = shape
+        self.router.add(shape)
+
+    async def _record(self, entry: dict) -> None:
+        registry = self.engine.lookup(self._registry_path)
+        _, commit = self.engine.append_framed(registry, orjson.dumps(entry) + SEPARATOR)
+        await asyncio.shield(commit)
+
+    # -- snapshots ----------------------------------------------------------------------
+
+    async def _run_snapshot(self, shape: Shape, started: asyncio.Future[None]) -> None:
+        try:
+            options = session_options()
+            async with await psycopg.AsyncConnection.connect(
+                self.database_url, options=options
+            ) as conn:
+                visibility = await begin_snapshot(conn)
+                shape.visibility = visibility
+                await self._record(
+                    {
+                        "op": "create",
+                        "handle": shape.handle,
+                        "definition": shape.definition.to_json(),
+                        "visibility": [visibility.xmin, visibility.xmax, sorted(visibility.xip)],
+                    }
+                )
+                started.set_result(None)
+                where_sql = shape.where.sql if shape.where is not None else None
+                query = snapshot_query(shape.table, shape.columns, where_sql)
+                previous: asyncio.Future[None] | None = None
+                async for rows in copy_rows(conn, query, self.chunk_bytes):
+                    commit = shape.log.append_snapshot(rows)
+                    # Keep at most one batch in flight: memory stays bounded by the chunk size.
+                    if previous is not None:
+                        await asyncio.shield(previous)
+                    previous = commit
+                await conn.rollback()
+            end = (visibility.xmin, visibility.xmax, sorted(visibility.xip))
+            await asyncio.shield(shape.log.append_snapshot([], end=end))
+            held, shape.held = shape.held, []
+            commits = [self._apply(shape, transaction) for transaction in held]
+            for commit in commits:
+                if commit is not None:
+                    await asyncio.shield(commit)
+        except Exception as exc:
+            log.exception("snapshot of shape %s failed", shape.handle)
+            shape.failed = f"snapshot failed: {exc}"
+            if not started.done():
+                started.set_exception(exc)
+                started.exception()
+            await self.delete(shape)
+        finally:
+            if shape.released is not None and not shape.released.done():
+                shape.released.set_result(None)
+
+    # -- changes ------------------------------------------------------------------------
+
+    def apply(self, transaction: Transaction) -> list[asyncio.Future[None]]:
+        """Route a committed transaction to its shapes; returns the commits to wait for."""
+        self.last_seen_lsn = max(self.last_seen_lsn, transaction.lsn)
+        commits: list[asyncio.Future[None]] = []
+        for relation in transaction.truncated:
+            for shape in self.router.shapes_of(relation):
+                log.info("truncate of %s.%s invalidates shape %s", *relation, shape.handle)
+                commits.append(asyncio.ensure_future(self.delete(shape)))
+        # Which changes each candidate shape must consider, in transaction order.
+        per_shape: dict[Shape, list[int]] = {}
+        for index, change in enumerate(transaction.changes):
+            rows = [row for row in (change.new, change.old) if row is not None]
+            for shape in self.router.candidates(change.relation, rows):
+                per_shape.setdefault(shape, []).append(index)
+        for shape, indexes in per_shape.items():
+            if shape.deleted:
+                continue
+            if shape.visibility is not None and shape.visibility.sees(transaction.xid):
+                continue
+            if shape.snapshot is not None and not shape.snapshot.done():
+                shape.held.append(transaction)
+                if shape.released is not None:
+                    commits.append(shape.released)
+                continue
+            commit = self._apply(shape, transaction, indexes)
+            if commit is not None:
+                commits.append(commit)
+        return commits
+
+    def _apply(
+        self, shape: Shape, transaction: Transaction, indexes: list[int] | None = None
+    ) -> asyncio.Future[None] | None:
+        if shape.deleted:
+            return None
+        table = shape.table
+        prefix = key_prefix(table)
+        primary_key = table.primary_key
+        full = shape.definition.replica == "full"
+        changes = transaction.changes
+        if indexes is None:
+            indexes = [i for i, c in enumerate(changes) if c.relation == table.relation]
+        items = []
+        for index in indexes:
+            items.extend(
+                shape_items(
+                    changes[index],
+                    index * 2,
+                    matches=shape.matches,
+                    selected=shape.columns,
+                    primary_key=primary_key,
+                    key_of=lambda row, p=prefix: build_key(p, row, primary_key),
+                    full=full,
+                )
+            )
+        if not items:
+            return None
+        encoded = []
+        last = len(items) - 1
+        for position, item in enumerate(items):
+            encoded.append(
+                (
+                    (transaction.lsn, item.op_position),
+                    change_item(
+                        item.operation,
+                        item.key,
+                        item.value,
+                        table.relation,
+                        transaction.lsn,
+                        item.op_position,
+                        transaction.xid,
+                        old_value=item.old_value,
+                        last=position == last,
+                        extra=item.headers,
+                    ),
+                )
+            )
+        return shape.log.append_changes(encoded)
+
+    # -- removal ------------------------------------------------------------------------
+
+    async def delete(self, shape: Shape) -> None:
+        """Remove a shape and its log; its clients get 409 and refetch."""
+        if shape.deleted:
+            return
+        shape.deleted = True
+        if self._by_handle.get(shape.handle) is shape:
+            del self._by_handle[shape.handle]
+        if self._by_definition.get(shape.definition) is shape:
+            del self._by_definition[shape.definition]
+        self.router.remove(shape)
+        if shape.snapshot is not None and not shape.snapshot.done():
+            shape.snapshot.cancel()
+        shape.log.close()
+        await self._forget(shape.handle)
+
+    async def _forget(self, handle: str) -> None:
+        await self._record({"op": "delete", "handle": handle})
+        with contextlib.suppress(StreamNotFound):
+            await self.engine.delete(f"{self._prefix}/logs/{handle}")
+
+    def invalidate_relation(
+        self, relation: tuple[str, str], columns: list[tuple[str, int]]
+    ) -> list[Shape]:
+        """The shapes a Relation message makes stale: their table's columns changed."""
+        stale = []
+        for shape in self.router.shapes_of(relation):
+            known = [(c.name, c.type_oid) for c in shape.table.columns]
+            if known != [tuple(c) for c in columns]:
+                stale.append(shape)
+        if stale:
+            self._tables.pop(relation, None)
+        return stale
+
+    def __iter__(self):
+        return iter(list(self._by_handle.values()))
+
+    def __len__(self) -> int:
+        return len(self._by_handle)
+
+
+def _column_types(table: Table) -> dict[str, ColumnType]:
+    return {
+        column.name: ColumnType(
+            column.element_type or column.type_name, column.dims, column.kind, schema=None
+        )
+        for column in table.columns
+    }

@@ -1,0 +1,191 @@
+"""`compile_where`: validate a shape's where clause and params into a `WhereClause`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from . import datetimes
+from .analyze import Analyzer, parse
+from .errors import WhereError
+from .evaluate import Evaluator, Row, compile_node, fold
+from .nodes import Apply, ArrayOp, BoolExpr, BoolTest, Column, Const, Node, Not, walk
+from .render import render
+from .types import INTEGERS, TEXT, VARCHAR, ColumnType, PgType
+
+
+class IndexHint(NamedTuple):
+    """Rows can match only if `row[column]` (its text value) is one of `values`.
+
+    An empty `values` means no row can match. The values are Postgres's text output
+    under the session settings (ISO dates), i.e. what replication delivers.
+    """
+
+    column: str
+    values: frozenset[str]
+
+
+@dataclass(frozen=True, eq=False)
+class WhereClause:
+    """A compiled where clause: evaluate on rows, or hand its SQL to Postgres."""
+
+    where: str
+    sql: str
+    referenced_columns: frozenset[str]
+    index_hint: IndexHint | None
+    tree: Node = field(repr=False)
+    _evaluate: Evaluator = field(repr=False)
+
+    def matches(self, row: Row) -> bool:
+        """True when the clause is TRUE for the row (NULL and FALSE do not match).
+
+        `row` maps column names to Postgres text output (None for NULL); only referenced
+        columns are read. Raises WhereEvalError where Postgres would raise (overflow,
+        division by zero, a failed cast).
+        """
+        return self._evaluate(row) is True
+
+
+def compile_where(
+    where: str,
+    columns: Mapping[str, ColumnType | PgType],
+    params: Mapping[str, str] | None = None,
+) -> WhereClause:
+    """Parse, type-check and compile `where` for a table with `columns`.
+
+    `params` maps "1".."n" to the text of `$1`..`$n`; keys must be exactly 1..n and each
+    must be used. Raises WhereError (with `.field` "where" or "params") for anything that
+    Electric would answer with a 400.
+    """
+    params = dict(params or {})
+    _check_param_keys(params)
+    types = {name: _pg_type(t) for name, t in columns.items()}
+    analyzer = Analyzer(types, params)
+    tree = fold(analyzer.analyze(parse(where)))
+    unused = sorted(int(key) for key in params if int(key) not in analyzer.used_params)
+    if unused:
+        listed = ", ".join(f"${n}" for n in unused)
+        raise WhereError(f"parameters not used in the where clause: {listed}", field="params")
+    referenced = frozenset(n.name for n in walk(tree) if isinstance(n, Column))
+    return WhereClause(
+        where=where,
+        sql=render(tree),
+        referenced_columns=referenced,
+        index_hint=_index_hint(tree),
+        tree=tree,
+        _evaluate=compile_node(tree),
+    )
+
+
+def _pg_type(column_type: ColumnType | PgType) -> PgType | None:
+    if isinstance(column_type, PgType):
+        return column_type
+    return column_type.to_pg_type()
+
+
+def _check_param_keys(params: dict[str, Any]) -> None:
+    numbers = []
+    for key, value in params.items():
+        if not isinstance(key, str) or not key.isdigit() or not key.isascii():
+            raise WhereError("Parameters can only use numbers as keys", field="params")
+        if not isinstance(value, str):
+            raise WhereError(f"parameter ${key} must be a string", field="params")
+        numbers.append(int(key))
+    if sorted(numbers) != list(range(1, len(numbers) + 1)):
+        raise WhereError(
+            "Parameters must be numbered sequentially, starting from 1", field="params"
+        )
+
+
+# -- index hints --------------------------------------------------------------------------
+# Only types whose text output is canonical for equality: `=` holds exactly when the
+# texts are equal. numeric (1.0 = 1.00) and floats (-0 = 0) are not; timestamptz text
+# depends on the replication session's TimeZone, so it is left out to be safe.
+
+_HINT_TYPES = frozenset(
+    ("int2", "int4", "int8", "text", "varchar", "bool", "uuid", "date", "timestamp")
+)
+
+
+def _hint_formatter(pg_type: PgType) -> Any:
+    if pg_type.array:
+        return None
+    if pg_type.enum is not None:
+        return str
+    if pg_type.name not in _HINT_TYPES:
+        return None
+    if pg_type.name == "bool":
+        return lambda v: "t" if v else "f"
+    if pg_type.name == "date":
+        return datetimes.format_date
+    if pg_type.name == "timestamp":
+        return datetimes.format_timestamp
+    return str
+
+
+_RELABELS = frozenset((f"{VARCHAR}::{TEXT}", f"{TEXT}::{VARCHAR}"))
+
+
+def _plain_column(node: Node) -> Column | None:
+    """The column under relabelling casts that do not change the text (varchar to text)."""
+    while isinstance(node, Apply) and node.function.name in _RELABELS:
+        node = node.args[0]
+    return node if isinstance(node, Column) else None
+
+
+def _equality_hint(column_node: Node, const: Node) -> IndexHint | None:
+    column = _plain_column(column_node)
+    if column is None or not isinstance(const, Const):
+        return None
+    formatter = _hint_formatter(column.type)
+    if formatter is None:
+        return None
+    if const.value is None:
+        return IndexHint(column.name, frozenset())
+    same_kind = const.type == column.type or (
+        const.type.name in INTEGERS and column.type.name in INTEGERS
+    )
+    if not same_kind and not (const.type.category == column.type.category == "S"):
+        return None
+    return IndexHint(column.name, frozenset((formatter(const.value),)))
+
+
+def _index_hint(node: Node) -> IndexHint | None:
+    if isinstance(node, BoolExpr):
+        hints = [_index_hint(arg) for arg in node.args]
+        if node.op == "AND":
+            found = [h for h in hints if h is not None]
+            return min(found, key=lambda h: len(h.values)) if found else None
+        if all(h is not None for h in hints) and len({h.column for h in hints}) == 1:  # type: ignore[union-attr]
+            merged = frozenset().union(*(h.values for h in hints))  # type: ignore[union-attr]
+            return IndexHint(hints[0].column, merged)  # type: ignore[union-attr]
+        return None
+    if isinstance(node, Apply) and node.function.name == "=" and len(node.args) == 2:
+        left, right = node.args
+        return _equality_hint(left, right) or _equality_hint(right, left)
+    if isinstance(node, ArrayOp) and node.op == "=" and node.use_or:
+        column = _plain_column(node.left)
+        array = node.right
+        if column is None or not isinstance(array, Const) or array.value is None:
+            return None
+        formatter = _hint_formatter(column.type)
+        element = array.type.element
+        same_kind = element == column.type or (
+            element.name in INTEGERS and column.type.name in INTEGERS
+        )
+        if formatter is None or not (same_kind or element.category == column.type.category == "S"):
+            return None
+        texts = frozenset(formatter(v) for v in array.value.items if v is not None)
+        return IndexHint(column.name, texts)
+    if isinstance(node, Column) and node.type.name == "bool" and not node.type.array:
+        return IndexHint(node.name, frozenset(("t",)))
+    if isinstance(node, Not) and isinstance(node.arg, Column) and node.arg.type.name == "bool":
+        return IndexHint(node.arg.name, frozenset(("f",)))
+    if (
+        isinstance(node, BoolTest)
+        and isinstance(node.arg, Column)
+        and node.test in ("IS TRUE", "IS FALSE")
+    ):
+        return IndexHint(node.arg.name, frozenset(("t" if node.test == "IS TRUE" else "f",)))
+    return None
