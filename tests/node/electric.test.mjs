@@ -182,4 +182,26 @@ describe(`ShapeStream and Shape against Fusebox`, () => {
     await waitFor(() => rowsOf(shapes[0]).length === 3 && rowsOf(shapes[1]).length === 1)
     shapes.forEach((s) => s.unsubscribeAll())
   })
+
+  test(`subset snapshots (GET and POST) narrow, order and page the shape`, async () => {
+    const table = await newTable(Array.from({ length: 10 }, (_, i) => [i, `row ${i}`, i]))
+    const shapeStream = stream(table, { params: { where: `n >= 2` } })
+    const seen = []
+    const unsubscribe = shapeStream.subscribe((batch) => seen.push(...batch))
+    await waitFor(() => seen.some((m) => m.headers?.control === `up-to-date`))
+    for (const method of [`GET`, `POST`]) {
+      const { metadata, data } = await shapeStream.fetchSnapshot({
+        where: `n < $1`,
+        params: { 1: `7` },
+        orderBy: `id DESC`,
+        limit: 3,
+        offset: 1,
+        method,
+      })
+      expect(data.map((m) => m.value.id)).toEqual([5, 4, 3])
+      expect(typeof metadata.snapshot_mark).toBe(`number`)
+      expect(data.every((m) => m.headers.operation === `insert`)).toBe(true)
+    }
+    unsubscribe()
+  })
 })

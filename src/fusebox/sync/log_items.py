@@ -77,7 +77,9 @@ def quote_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def snapshot_item_sql(table: Table, columns: tuple[str, ...]) -> str:
+def snapshot_item_sql(
+    table: Table, columns: tuple[str, ...], extra_headers: dict | None = None
+) -> str:
     """A SQL expression rendering one row as its snapshot item (compact JSON text)."""
     key_parts = [quote_literal(key_prefix(table))]
     for column in table.primary_key:
@@ -86,7 +88,9 @@ def snapshot_item_sql(table: Table, columns: tuple[str, ...]) -> str:
     # json_object(keys[], values[]) has no argument limit, unlike json_build_object.
     names = ", ".join(quote_literal(column) for column in columns)
     values = ", ".join(f"{quote_ident(column)}::text" for column in columns)
-    headers = orjson.dumps({"operation": "insert", "relation": table.relation}).decode()
+    headers = orjson.dumps(
+        {"operation": "insert", "relation": table.relation, **(extra_headers or {})}
+    ).decode()
     return (
         "json_build_object("
         f"'key', {' || '.join(key_parts)}, "

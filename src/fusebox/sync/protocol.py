@@ -26,6 +26,7 @@ from fusebox.sync.shape import (
 )
 from fusebox.sync.shape_log import BEFORE_ALL, format_offset, parse_offset
 from fusebox.sync.shapes import Shape, Shapes
+from fusebox.sync.subset import parse_subset, query_subset
 
 _CURSOR_EPOCH = 1728432000  # 2024-10-09T00:00:00Z
 _EXPOSED = (
@@ -118,13 +119,14 @@ class ShapeProtocol:
                 [("retry-after", "5")],
             )
         try:
-            if method in ("GET", "HEAD"):
-                return await self._get(request)
-            if method == "POST":
+            if method in ("GET", "HEAD", "POST"):
                 return await self._get(request)
             if method == "DELETE":
                 return await self._delete(request)
         except ShapeError as exc:
+            detail = getattr(exc, "detail", None)
+            if detail is not None:
+                return _error(400, {"message": "Invalid request", "errors": {exc.field: detail}})
             return invalid(exc.field, exc.message)
         return _error(405, {"message": f"Method {method} not allowed"})
 
@@ -204,12 +206,32 @@ class ShapeProtocol:
             shape = await self.shapes.get_or_create(definition)
             if handle is not None and handle != shape.handle and not now:
                 return _must_refetch(shape.handle)
+        subset = _subset_options(request)
+        if subset is not None:
+            return await self._subset(shape, subset)
         cursor = (query.get("cursor") or [None])[-1]
         if now:
             return self._now(shape, live, cursor)
         if sse:
             return self._sse(shape, offset, cursor, request)
         return await self._log(request, shape, offset, live, cursor)
+
+    async def _subset(self, shape: Shape, options: dict) -> Response:
+        subset = parse_subset(options, shape.table)
+        where_sql = shape.where.sql if shape.where is not None else None
+        body = await query_subset(
+            self.shapes.database_url, shape.table, shape.columns, where_sql, subset
+        )
+        headers = [
+            *_BASE,
+            _JSON,
+            ("cache-control", "no-cache"),
+            ("electric-snapshot", "true"),
+            ("electric-handle", shape.handle),
+            ("electric-schema", schema_header(shape.table, shape.columns)),
+            ("electric-offset", format_offset(shape.log.last_offset)),
+        ]
+        return Response(200, headers, body)
 
     def _headers(self, shape: Shape, live: bool, cursor: str | None, offset: tuple) -> list:
         headers = [*_BASE, _JSON, ("electric-handle", shape.handle)]
@@ -337,3 +359,23 @@ class ShapeProtocol:
             return _error(404, {"message": "Shape not found"})
         await self.shapes.delete(shape)
         return Response(202, [*_BASE, _JSON, ("cache-control", "no-cache")], b"[]")
+
+
+def _subset_options(request: Request) -> dict | None:
+    """Subset options from `subset__*` query parameters or a POST body; None if neither."""
+    options: dict = {}
+    for key, values in request.query.items():
+        if key.startswith("subset__"):
+            options[key[len("subset__") :]] = values[-1]
+    if request.method == "POST" and request.body.strip():
+        try:
+            body = orjson.loads(request.body)
+        except orjson.JSONDecodeError:
+            raise ShapeError("body", "the request body must be a JSON object") from None
+        if not isinstance(body, dict):
+            raise ShapeError("body", "the request body must be a JSON object")
+        known = ("where", "params", "limit", "offset", "order_by")
+        options.update({k: v for k, v in body.items() if k in known})
+    if "where_expr" in options:
+        options.pop("where_expr")
+    return options or None
