@@ -55,6 +55,9 @@ class ReplicatorConfig:
     slot: str
     expected_system_id: str | None = None
     expected_timeline: int | None = None
+    # The end LSN of the last transaction the parent has made durable: Postgres may have
+    # lost our acknowledgement of it over a restart, and would resend from before it.
+    start_lsn: int | None = None
 
 
 def run(config: ReplicatorConfig, pipe: multiprocessing.connection.Connection) -> None:
@@ -98,7 +101,7 @@ def _replicate(config: ReplicatorConfig, pipe: multiprocessing.connection.Connec
         identity = connection.open(expected)
         pipe.send(("identity", identity.system_id, identity.timeline))
         slot = connection.ensure_slot()
-        stream = connection.start()
+        stream = connection.start(config.start_lsn)
         pipe.send(("status", "active", f"slot {slot.name} from {slot.confirmed_flush_lsn}"))
         _stream(stream, pipe)
     finally:

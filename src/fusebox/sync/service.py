@@ -63,6 +63,7 @@ class Replication:
         self._acks: deque[tuple[int, list[asyncio.Future[None]]]] = deque()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._durable_lsn = 0
         # Deletions started from synchronous callbacks, kept so they are not collected.
         self._background: set[asyncio.Future[None]] = set()
 
@@ -114,6 +115,7 @@ class Replication:
             self.names.slot,
             identity.get("system_id"),
             identity.get("timeline"),
+            self._durable_lsn or None,
         )
         context = multiprocessing.get_context("spawn")
         parent, child = context.Pipe()
@@ -190,6 +192,8 @@ class Replication:
         lsn = None
         while self._acks and all(c.done() for c in self._acks[0][1]):
             lsn, _ = self._acks.popleft()
+        if lsn is not None:
+            self._durable_lsn = max(self._durable_lsn, lsn)
         if lsn is not None and self._pipe is not None:
             with contextlib.suppress(OSError, BrokenPipeError):
                 self._pipe.send(("ack", lsn))

@@ -311,6 +311,10 @@ class Shapes:
                 continue
             if shape.visibility is not None and shape.visibility.sees(transaction.xid):
                 continue
+            if transaction.lsn <= shape.log.last_offset[0]:
+                # Already in this shape's log: Postgres can resend a transaction whose
+                # acknowledgement it lost over a restart.
+                continue
             if shape.snapshot is not None and not shape.snapshot.done():
                 shape.held.append(transaction)
                 if shape.released is not None:

@@ -178,7 +178,11 @@ class ReplicationConnection:
             "keepalives_count": "3",
         }
         extra = {key: value for key, value in defaults.items() if key not in given}
-        return make_conninfo(self._conninfo, replication="database", **extra)
+        # The walsender converts names and text values to the client encoding, and the
+        # decoder reads UTF-8, whatever the database's own encoding.
+        return make_conninfo(
+            self._conninfo, replication="database", client_encoding="UTF8", **extra
+        )
 
     def open(self, expected: SystemIdentity | None = None) -> SystemIdentity:
         """Connect, identify the system and check it against `expected`."""

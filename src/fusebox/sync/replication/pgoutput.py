@@ -17,10 +17,11 @@ The decoder is stateful for two reasons the protocol imposes:
   the subtransaction, which is what a Stream Abort for that subtransaction refers to: a
   consumer buffering a streamed transaction must keep changes by that xid.
 
-Values stay as Postgres renders them in text (decoded from UTF-8, which is what the
-walsender sends for a UTF8 database). `None` is SQL NULL and `UNCHANGED_TOAST` is a TOASTed
-value the update did not touch, which the server does not resend: they must not be
-confused, since one means "now NULL" and the other "whatever it was".
+Values stay as Postgres renders them in text, decoded from UTF-8 (the client opens the
+connection with `client_encoding=UTF8`, and the walsender converts to it). `None` is SQL
+NULL and `UNCHANGED_TOAST` is a TOASTed value the update did not touch, which the server
+does not resend: they must not be confused, since one means "now NULL" and the other
+"whatever it was".
 """
 
 from __future__ import annotations
