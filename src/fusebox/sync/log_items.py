@@ -83,11 +83,11 @@ def snapshot_item_sql(
     """A SQL expression rendering one row as its snapshot item (compact JSON text)."""
     key_parts = [quote_literal(key_prefix(table))]
     for column in table.primary_key:
-        ident = quote_ident(column)
-        key_parts.append(f"coalesce('/\"' || replace({ident}::text, '/', '//') || '\"', '/_')")
+        text = _as_text(table, column)
+        key_parts.append(f"coalesce('/\"' || replace({text}, '/', '//') || '\"', '/_')")
     # json_object(keys[], values[]) has no argument limit, unlike json_build_object.
     names = ", ".join(quote_literal(column) for column in columns)
-    values = ", ".join(f"{quote_ident(column)}::text" for column in columns)
+    values = ", ".join(_as_text(table, column) for column in columns)
     headers = orjson.dumps(
         {"operation": "insert", "relation": table.relation, **(extra_headers or {})}
     ).decode()
@@ -98,3 +98,13 @@ def snapshot_item_sql(
         f"'headers', {quote_literal(headers)}::json"
         ")::text"
     )
+
+
+def _as_text(table: Table, column: str) -> str:
+    """A column as its text output, as pgoutput sends it."""
+    ident = quote_ident(column)
+    described = table.column(column)
+    if described is not None and described.type_name == "bpchar":
+        # `::text` strips char(n) padding, which pgoutput keeps; concat() keeps it too.
+        return f"CASE WHEN {ident} IS NULL THEN NULL ELSE concat({ident}, '') END"
+    return f"{ident}::text"

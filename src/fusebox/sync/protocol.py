@@ -7,11 +7,13 @@ Status codes, headers and cache-control values follow Electric's sync service, s
 from __future__ import annotations
 
 import hmac
+import logging
 import random
 import time
 from collections.abc import AsyncIterator
 
 import orjson
+import psycopg
 
 from fusebox.http.messages import Request, Response
 from fusebox.sync.log_items import control_item
@@ -42,6 +44,8 @@ _JSON = ("content-type", "application/json; charset=utf-8")
 _INITIAL_CACHE = "public, max-age=604800, s-maxage=3600, stale-while-revalidate=2629746"
 _LIVE_CACHE = "public, max-age=5, stale-while-revalidate=5"
 _SSE_KEEPALIVE = 21.0
+
+log = logging.getLogger("fusebox.sync")
 
 
 class SyncStatus:
@@ -128,6 +132,15 @@ class ShapeProtocol:
             if detail is not None:
                 return _error(400, {"message": "Invalid request", "errors": {exc.field: detail}})
             return invalid(exc.field, exc.message)
+        except psycopg.OperationalError as exc:
+            # Postgres went away before replication noticed (or refuses connections):
+            # a shape cannot be created or queried now, but may be soon.
+            log.warning("database unreachable while serving %s: %s", request.path, exc)
+            return _error(
+                503,
+                {"message": "Database unreachable", "code": "database_unreachable"},
+                [("retry-after", "5")],
+            )
         return _error(405, {"message": f"Method {method} not allowed"})
 
     def _health(self) -> Response:

@@ -14,8 +14,11 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import os
 import signal
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +32,7 @@ from fusebox.sync import replicator
 from fusebox.sync.changes import Transaction
 from fusebox.sync.protocol import ShapeProtocol, SyncStatus
 from fusebox.sync.replication.names import ReplicationNames
-from fusebox.sync.replication.publication import add_table, ensure_publication
+from fusebox.sync.replication.publication import add_table, drop_publication, ensure_publication
 from fusebox.sync.schema import Table
 from fusebox.sync.shapes import Shapes
 
@@ -64,6 +67,8 @@ class Replication:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._durable_lsn = 0
+        # Told of replication events (the platform turns them into a service's event log).
+        self.on_event: Callable[[str, dict], None] = lambda kind, details: None
         # Deletions started from synchronous callbacks, kept so they are not collected.
         self._background: set[asyncio.Future[None]] = set()
 
@@ -90,12 +95,33 @@ class Replication:
 
         await asyncio.get_running_loop().run_in_executor(None, publish)
 
+    def release(self) -> None:
+        """Drop the slot and the publication (the source is being deleted). Blocking."""
+        with psycopg.connect(self.settings.database_url, autocommit=True) as conn:
+            # The walsender of the stopped process may take a moment to let go of the slot.
+            for _ in range(50):
+                row = conn.execute(
+                    "SELECT active FROM pg_replication_slots WHERE slot_name = %s",
+                    [self.names.slot],
+                ).fetchone()
+                if row is None:
+                    break
+                if not row[0]:
+                    conn.execute("SELECT pg_drop_replication_slot(%s)", [self.names.slot])
+                    break
+                time.sleep(0.1)
+            drop_publication(conn, self.names.publication)
+
     # -- the process ----------------------------------------------------------------------
 
     async def _supervise(self) -> None:
         delay = 0.5
         while not self._stopping:
-            outcome = await self._run_once()
+            try:
+                outcome = await self._run_once()
+            except Exception as exc:  # Postgres unreachable: retry, never give up
+                outcome = f"{type(exc).__name__}: {exc}"
+                self.on_event("connection_error", {"error": outcome})
             if self._stopping:
                 return
             if outcome == "active":
@@ -107,8 +133,13 @@ class Replication:
 
     async def _run_once(self) -> str:
         identity = self._stored_identity()
-        with psycopg.connect(self.settings.database_url, autocommit=True) as conn:
-            ensure_publication(conn, self.names.publication)
+
+        def publish() -> None:
+            with psycopg.connect(self.settings.database_url, autocommit=True) as conn:
+                ensure_publication(conn, self.names.publication)
+
+        # In a thread: a slow or hanging connect must not stall the HTTP server.
+        await asyncio.get_running_loop().run_in_executor(None, publish)
         config = replicator.ReplicatorConfig(
             self.settings.database_url,
             self.names.publication,
@@ -132,7 +163,7 @@ class Replication:
             nonlocal reached_active
             try:
                 while parent.poll():
-                    message = parent.recv()
+                    message = receive()
                     kind = message[0]
                     if kind == "transactions":
                         self._apply(message[1])
@@ -140,12 +171,23 @@ class Replication:
                         self.status.state = message[1]
                         self.status.reason = message[2]
                         reached_active = reached_active or message[1] == "active"
+                        event = (
+                            "ready" if message[1] == "active" else "waiting_for_replication_lock"
+                        )
+                        self.on_event(event, {"detail": message[2]})
                     elif kind == "identity":
                         self._check_identity(message[1], message[2])
                     elif kind == "relation":
                         self._check_relation(message[1], message[2], message[3])
                     elif kind == "error":
                         log.warning("replication error (%s): %s", message[1], message[2])
+                        names = {
+                            "identity": "database_id_or_timeline_changed",
+                            "slot": "slot_invalidated",
+                        }
+                        self.on_event(
+                            names.get(message[1], "connection_error"), {"error": message[2]}
+                        )
                         if message[1] in ("identity", "slot"):
                             self._purge(message[2])
                         if not done.done():
@@ -155,6 +197,18 @@ class Replication:
                     done.set_result("exited")
 
         descriptor = parent.fileno()
+
+        def receive():
+            # uvloop's add_reader makes the descriptor non-blocking, and `recv` of a
+            # message larger than the pipe buffer (64 KiB) would then fail half-way with
+            # BlockingIOError. The child is writing the rest: read it whole, blocking.
+            blocking = os.get_blocking(descriptor)
+            os.set_blocking(descriptor, True)
+            try:
+                return parent.recv()
+            finally:
+                os.set_blocking(descriptor, blocking)
+
         loop.add_reader(descriptor, readable)
         try:
             outcome = await done
@@ -233,14 +287,19 @@ class Replication:
             self._identity_path.unlink()
 
 
-class SyncServer:
-    def __init__(self, settings: SyncSettings) -> None:
+class SyncSource:
+    """One replicated database: its shapes, replication and HTTP protocol, on a given engine.
+
+    The standalone server runs one; the platform runs one per Sync source, all sharing one
+    log engine.
+    """
+
+    def __init__(self, settings: SyncSettings, engine: StreamEngine) -> None:
         self.settings = settings
-        self.store = FileStore(settings.data_dir / "log")
-        self.engine = StreamEngine(self.store)
+        self.engine = engine
         self.status = SyncStatus()
         self.shapes = Shapes(
-            self.engine,
+            engine,
             settings.database_url,
             source=settings.stream_id,
             chunk_bytes=settings.chunk_bytes,
@@ -254,19 +313,41 @@ class SyncServer:
             long_poll_timeout=settings.long_poll_timeout,
             allow_shape_deletion=settings.allow_shape_deletion,
         )
-        self.http = HttpServer(self.protocol.handle)
+
+    async def start(self) -> None:
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        await self.shapes.load()
+        await self.replication.start()
+
+    async def stop(self) -> None:
+        await self.replication.stop()
+
+    async def destroy(self) -> None:
+        """Stop, drop every shape and its log, and release the slot and publication."""
+        await self.stop()
+        for shape in list(self.shapes):
+            await self.shapes.delete(shape)
+        await asyncio.get_running_loop().run_in_executor(None, self.replication.release)
+
+
+class SyncServer:
+    def __init__(self, settings: SyncSettings) -> None:
+        self.settings = settings
+        self.store = FileStore(settings.data_dir / "log")
+        self.engine = StreamEngine(self.store)
+        self.source = SyncSource(settings, self.engine)
+        self.http = HttpServer(self.source.protocol.handle)
         self.port = settings.port
 
     async def start(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         await self.engine.start()
-        await self.shapes.load()
-        await self.replication.start()
+        await self.source.start()
         self.port = await self.http.start(self.settings.host, self.settings.port)
 
     async def stop(self) -> None:
         await self.http.stop()
-        await self.replication.stop()
+        await self.source.stop()
         await self.engine.stop()
 
 
