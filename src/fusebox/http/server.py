@@ -45,6 +45,7 @@ class ServerLimits:
 class _Connection(asyncio.Protocol):
     __slots__ = (
         "_body",
+        "_body_size",
         "_closing",
         "_current",
         "_handler",
@@ -57,6 +58,7 @@ class _Connection(asyncio.Protocol):
         "_parser",
         "_queue",
         "_reading_paused",
+        "_rejected",
         "_transport",
         "_url",
         "_write_ready",
@@ -79,8 +81,10 @@ class _Connection(asyncio.Protocol):
         self._url = b""
         self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
+        self._body_size = 0
         self._oversize = False
         self._closing = False
+        self._rejected = False
         self._write_ready: asyncio.Event | None = None
         self._reading_paused = False
         self._on_open = on_open
@@ -103,6 +107,8 @@ class _Connection(asyncio.Protocol):
         self._on_close(self)
 
     def data_received(self, data: bytes) -> None:
+        if self._rejected:
+            return  # the connection is being closed after an error answer
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -125,6 +131,7 @@ class _Connection(asyncio.Protocol):
         self._url = b""
         self._headers = {}
         self._body = []
+        self._body_size = 0
         self._oversize = False
 
     def on_url(self, url: bytes) -> None:
@@ -148,10 +155,13 @@ class _Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         if self._oversize:
             return
-        self._body.append(body)
-        if len(self._body) > 16 and sum(map(len, self._body)) > self._limits.max_body_bytes:
+        self._body_size += len(body)
+        if self._body_size > self._limits.max_body_bytes:
+            # Chunked bodies announce no length: the limit is enforced as they arrive.
             self._oversize = True
             self._body = []
+            return
+        self._body.append(body)
 
     def on_message_complete(self) -> None:
         if self._oversize:
@@ -159,6 +169,8 @@ class _Connection(asyncio.Protocol):
             self._queue.append(_error(413, f"request body exceeds the {limit}-byte limit"))
             self._schedule()
             return
+        if self._parser.should_upgrade():
+            return  # answered with 400 by the upgrade error that follows
         url = self._url.decode("latin-1")
         path, _, query = url.partition("?")
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
@@ -247,18 +259,26 @@ class _Connection(asyncio.Protocol):
                     await self._write_ready.wait()
             if self._transport is not None:
                 self._transport.write(b"0\r\n\r\n")
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Headers are out: the only honest signal left is to cut the connection.
+            log.exception("streaming response failed")
+            self._close()
         finally:
             aclose = getattr(response.stream, "aclose", None)
             if aclose is not None:
                 await aclose()
 
     def _reject(self, status: int, message: str) -> None:
-        self._queue.clear()
-        if self._transport is not None and self._current is None:
-            self._queue.append(_error(status, message))
+        """Answer an unparseable request after those before it, then close."""
+        self._rejected = True
+        if self._transport is None:
+            return
+        self._queue = deque(item for item in self._queue if isinstance(item, Request))
+        self._queue.append(_error(status, message))
+        if self._current is None:
             self._current = self._loop.create_task(self._drain())
-        else:
-            self._close()
 
     def _close(self) -> None:
         if self._transport is not None:

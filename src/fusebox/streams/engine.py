@@ -205,6 +205,8 @@ class StreamEngine:
         position = tail if fork.offset is None else fork.offset
         if position > tail:
             raise InvalidRequest(f"fork offset is beyond the end of {fork.source}")
+        if source.is_json and not self._at_boundary(source, position):
+            raise InvalidRequest("fork offset is inside a message of a JSON stream")
         if fork.sub_offset:
             position = self._advance(source, position, fork.sub_offset)
         if config is None:
@@ -475,6 +477,8 @@ class StreamEngine:
         tail = stream.durable.tail
         if position > tail:
             raise InvalidRequest("offset is beyond the end of the stream")
+        if stream.is_json and not self._at_boundary(stream, position):
+            raise InvalidRequest("offset is inside a message; use an offset this server issued")
         limit = self._chunk_bytes if max_bytes is None else max_bytes
         end = min(tail, position + limit)
         data = self.read_range(stream, position, end)
@@ -489,6 +493,12 @@ class StreamEngine:
             end = position + cut
         closed = stream.durable.closed and end == tail
         return Chunk(data, end, end == tail, closed)
+
+    def _at_boundary(self, stream: Stream, position: int) -> bool:
+        """True when `position` starts a message of a JSON stream (or is its tail)."""
+        if position == 0 or position >= stream.durable.tail:
+            return True
+        return self.read_range(stream, position - 2, position) == framing.SEPARATOR
 
     def read_range(self, stream: Stream, start: int, end: int) -> bytes:
         """Bytes [start, end) in `stream`'s offset space, stitched across fork ancestors."""
