@@ -11,15 +11,18 @@ Semantics are Postgres's for the supported subset; anything outside it is reject
 `WhereError` rather than approximated. Text compares in the "C" collation (code-point
 order, ASCII-only case folding); the generated SQL asks for `COLLATE "C"` wherever the
 collation matters, so Postgres agrees whatever the database's default collation is. The
-snapshot session must use `SESSION_SETTINGS` (ISO dates, UTC).
+snapshot and replication sessions must use `SESSION_SETTINGS` (ISO dates, UTC).
 """
 
 from .clause import IndexHint, WhereClause, compile_where
 from .errors import WhereError, WhereEvalError
 from .types import ColumnType, PgType
 
-# Session settings the generated SQL and the evaluator assume (the same as Electric's).
-SESSION_SETTINGS = {"DateStyle": "ISO, DMY", "TimeZone": "UTC"}
+# Session settings the evaluator and the generated SQL assume, for snapshot queries and for
+# the replication connection alike (Electric uses the same): ISO dates are what the row
+# parsers read, UTC is what zone-less timestamptz literals and date/timestamptz
+# conversions mean, and extra_float_digits >= 1 makes float text exact.
+SESSION_SETTINGS = {"DateStyle": "ISO, DMY", "TimeZone": "UTC", "extra_float_digits": "1"}
 
 __all__ = [
     "SESSION_SETTINGS",

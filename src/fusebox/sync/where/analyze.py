@@ -163,7 +163,9 @@ class Analyzer:
 
     def expr(self, tree: dict[str, Any]) -> Node:
         ((kind, body),) = tree.items()
-        handler: Callable[[dict[str, Any]], Node] | None = getattr(self, f"_{kind}", None)
+        handler: Callable[[dict[str, Any]], Node] | None = getattr(
+            self, _HANDLERS.get(kind, ""), None
+        )
         if handler is None:
             what = _READABLE_NODES.get(kind, kind)
             raise self.error(f"{what} are not supported in where clauses", body)
@@ -294,7 +296,7 @@ class Analyzer:
         if kind in ("AEXPR_DISTINCT", "AEXPR_NOT_DISTINCT"):
             left, right = self.expr(body["lexpr"]), self.expr(body["rexpr"])
             try:
-                resolved = operators.comparison("=", left.type, right.type)
+                resolved = operators.binary("=", left.type, right.type)
             except WhereError as exc:
                 raise self.error(exc.message, location) from None
             return Distinct(
@@ -370,7 +372,8 @@ class Analyzer:
                 common = operators.common_type([left.type] + [c.type for c in constants], "IN")
             except WhereError:
                 common = None
-            if common is not None:
+            # There are no arrays of arrays: Postgres then compares item by item too.
+            if common is not None and not common.array:
                 elements = tuple(self.coerce(c, common) for c in constants)
                 array = ArrayExpr(elements, common.array_of(), location)
                 parts.append(self.array_op(op, left, array, op == "=", location))
@@ -515,8 +518,12 @@ class Analyzer:
             )
         if name == "array_append" and left.type.is_unknown:
             left = self.coerce(left, right.type.array_of())
+        if name == "array_append" and right.type.is_unknown:
+            right = self.coerce(right, left.type.element)
         if name == "array_prepend" and right.type.is_unknown:
             right = self.coerce(right, left.type.array_of())
+        if name == "array_prepend" and left.type.is_unknown:
+            left = self.coerce(left, right.type.element)
         try:
             resolved = operators.concatenation(left.type, right.type)
         except WhereError as exc:
@@ -574,6 +581,28 @@ class Analyzer:
         function = operators.cast(INT8, INT4)
         assert function is not None
         return Apply(function, (index,), INT4, index.location)
+
+
+# Parse-tree node kinds and the methods that analyze them.
+_HANDLERS = {
+    kind: f"_{kind}"
+    for kind in (
+        "A_Const",
+        "ColumnRef",
+        "ParamRef",
+        "CollateClause",
+        "TypeCast",
+        "A_Expr",
+        "BoolExpr",
+        "NullTest",
+        "BooleanTest",
+        "CoalesceExpr",
+        "MinMaxExpr",
+        "FuncCall",
+        "A_ArrayExpr",
+        "A_Indirection",
+    )
+}
 
 
 def _has_columns(node: Node) -> bool:

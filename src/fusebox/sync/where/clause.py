@@ -54,19 +54,23 @@ def compile_where(
 ) -> WhereClause:
     """Parse, type-check and compile `where` for a table with `columns`.
 
-    `params` maps "1".."n" to the text of `$1`..`$n`; keys must be exactly 1..n and each
-    must be used. Raises WhereError (with `.field` "where" or "params") for anything that
-    Electric would answer with a 400.
+    `params` maps "1".."n" to the text of `$1`..`$n`; keys must be exactly 1..n, and (as
+    in Electric) some may go unused. Raises WhereError (with `.field` "where" or "params")
+    for anything that Electric would answer with a 400.
     """
     params = dict(params or {})
     _check_param_keys(params)
     types = {name: _pg_type(t) for name, t in columns.items()}
     analyzer = Analyzer(types, params)
-    tree = fold(analyzer.analyze(parse(where)))
-    unused = sorted(int(key) for key in params if int(key) not in analyzer.used_params)
-    if unused:
-        listed = ", ".join(f"${n}" for n in unused)
-        raise WhereError(f"parameters not used in the where clause: {listed}", field="params")
+    try:
+        tree = analyzer.analyze(parse(where))
+        # Everything below recurses over the tree, at compile time and on every row.
+        if _depth(tree) > MAX_DEPTH:
+            raise RecursionError
+        tree = fold(tree)
+    except RecursionError:
+        raise WhereError(f"the where clause nests deeper than {MAX_DEPTH} levels") from None
+    # Params the clause does not use are accepted, as Electric accepts them.
     referenced = frozenset(n.name for n in walk(tree) if isinstance(n, Column))
     return WhereClause(
         where=where,
@@ -76,6 +80,19 @@ def compile_where(
         tree=tree,
         _evaluate=compile_node(tree),
     )
+
+
+MAX_DEPTH = 200
+
+
+def _depth(tree: Node) -> int:
+    deepest = 0
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in node.children())
+    return deepest
 
 
 def _pg_type(column_type: ColumnType | PgType) -> PgType | None:

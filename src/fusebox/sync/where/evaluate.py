@@ -9,11 +9,12 @@ answer.
 
 Constant subexpressions are folded at compile time as Postgres's planner folds them,
 including its short-circuits (FALSE AND ... is not looked at further), so an error in a
-constant (`1/0`) is a compile-time error here exactly when it would fail the snapshot.
+constant (`1/0`) becomes a 400 here, where Postgres would fail the snapshot query.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -37,7 +38,7 @@ from .nodes import (
     Subscript,
 )
 from .types import BOOL
-from .values import output_parser
+from .values import eq_key, output_parser
 
 Row = Mapping[str, str | None]
 Evaluator = Callable[[Row], Any]
@@ -170,10 +171,7 @@ def _distinct(node: Distinct) -> Evaluator:
 
     def distinct(row: Row) -> bool:
         a, b = left(row), right(row)
-        if a is None or b is None:
-            different = (a is None) != (b is None)
-        else:
-            different = not eq(a, b)
+        different = (a is None) != (b is None) if a is None or b is None else not eq(a, b)
         return not different if negated else different
 
     return distinct
@@ -183,6 +181,14 @@ def _array_op(node: ArrayOp) -> Evaluator:
     left, right = compile_node(node.left), compile_node(node.right)
     impl = node.function.impl
     use_or = node.use_or
+    if (
+        isinstance(node.right, Const)
+        and node.right.value is not None
+        and node.op == "="
+        and use_or
+        and node.left.type == node.right.type.element
+    ):
+        return _membership(left, node.right.value, eq_key(node.left.type))
 
     def scalar_array_op(row: Row) -> bool | None:
         value = left(row)
@@ -203,6 +209,24 @@ def _array_op(node: ArrayOp) -> Evaluator:
         return None if saw_null else not use_or
 
     return scalar_array_op
+
+
+def _membership(left: Evaluator, array: PgArray, key: Callable[[Any], Any]) -> Evaluator:
+    """`x = ANY (constant array)`, e.g. a long IN list: one set lookup per row."""
+    members = frozenset(key(item) for item in array.items if item is not None)
+    has_null = any(item is None for item in array.items)
+    if not array.items:
+        return lambda row: False
+
+    def member(row: Row) -> bool | None:
+        value = left(row)
+        if value is None:
+            return None
+        if key(value) in members:
+            return True
+        return None if has_null else False
+
+    return member
 
 
 def _coalesce(node: Coalesce) -> Evaluator:
@@ -310,9 +334,9 @@ def fold(node: Node) -> Node:
         return _fold_coalesce(node)
     rebuilt = _with_children(node, [fold(child) for child in node.children()])
     children = rebuilt.children()
-    if isinstance(rebuilt, Apply) and rebuilt.function.strict:
-        if any(isinstance(c, Const) and c.value is None for c in children):
-            return Const(None, rebuilt.type, rebuilt.location)
+    strict = isinstance(rebuilt, Apply) and rebuilt.function.strict
+    if strict and any(isinstance(c, Const) and c.value is None for c in children):
+        return Const(None, rebuilt.type, rebuilt.location)
     if all(isinstance(c, Const) for c in children):
         return _evaluate_constant(rebuilt)
     return rebuilt
@@ -331,11 +355,11 @@ def _fold_bool(node: BoolExpr) -> Node:
     decisive = node.op == "OR"
     kept: list[Node] = []
     saw_null = False
-    pending = list(node.args)
+    pending = deque(node.args)
     while pending:
-        arg = pending.pop(0)
+        arg = pending.popleft()
         if isinstance(arg, BoolExpr) and arg.op == node.op:
-            pending[:0] = arg.args  # flatten nested ANDs (ORs), in order
+            pending.extendleft(reversed(arg.args))  # flatten nested ANDs (ORs), in order
             continue
         folded = fold(arg)
         if isinstance(folded, Const):

@@ -8,7 +8,7 @@ same, already resolved, operators.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .types import BOOL, TEXT, PgType
@@ -195,25 +195,6 @@ class Subscript(Node):
 
     def children(self) -> tuple[Node, ...]:
         return (self.array, *self.indexes)
-
-
-@dataclass(eq=False, slots=True)
-class Like(Node):
-    """`text [NOT] [I]LIKE pattern [ESCAPE e]`."""
-
-    arg: Node
-    pattern: Node
-    escape: Node | None
-    insensitive: bool
-    negated: bool
-    location: int = -1
-    type: PgType = BOOL
-    # Compiled patterns, reused across rows (patterns are usually constants).
-    cache: dict[tuple[str, str | None], Any] = field(default_factory=dict)
-
-    def children(self) -> tuple[Node, ...]:
-        parts = (self.arg, self.pattern)
-        return (*parts, self.escape) if self.escape is not None else parts
 
 
 def walk(node: Node) -> list[Node]:

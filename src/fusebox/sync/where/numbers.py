@@ -223,7 +223,7 @@ def _weight_and_first_digit(value: Decimal) -> tuple[int, int]:
         return 0, 0
     value = abs(value)
     weight = value.adjusted() // 4
-    sign, digits, exponent = value.as_tuple()
+    _sign, digits, exponent = value.as_tuple()
     mantissa = int("".join(map(str, digits)))
     shift = exponent - 4 * weight  # type: ignore[operator]
     scaled = mantissa * 10**shift if shift >= 0 else mantissa // 10**-shift
@@ -318,7 +318,7 @@ def float_to_numeric(value: float, digits: int) -> Decimal:
         return NUMERIC_NAN
     if math.isinf(value):
         return Decimal("-Infinity") if value < 0 else Decimal("Infinity")
-    return normalize_numeric(Decimal("%.*g" % (digits, value)))
+    return normalize_numeric(Decimal(f"{value:.{digits}g}"))
 
 
 # -- floats -------------------------------------------------------------------------------

@@ -243,18 +243,23 @@ _FLOAT4_OPS = {
 
 def arithmetic(op: str, left: PgType, right: PgType) -> Resolution:
     if left.is_unknown and right.is_unknown:
-        raise WhereError(f"operator is not unique: unknown {op} unknown")
+        if op != "^":
+            raise WhereError(f"operator is not unique: unknown {op} unknown")
+        left = right = FLOAT8  # only float8 ^ float8 and numeric ^ numeric: float8 is preferred
+    known = right if left.is_unknown else left if right.is_unknown else None
+    if known is not None and known.category == "D" and not known.array:
+        # Postgres reads the literal as an interval here: intervals are not implemented.
+        raise unsupported(f"{left} {op} {right} (interval arithmetic)")
+    if known is not None and known.category != "N":
+        # A literal may turn into a type we do not implement (jsonb - text, inet & inet...).
+        raise unsupported(f"{left} {op} {right}")
     if left.is_unknown:
-        if right.category != "N":
-            raise WhereError(f"operator is not unique: unknown {op} {right}")
         left = right
     elif right.is_unknown:
-        if left.category != "N":
-            raise WhereError(f"operator is not unique: {left} {op} unknown")
         right = left
     if left.array or right.array:
         raise no_operator(op, left, right)
-    if left == DATE or right == DATE:
+    if left.category == "D" or right.category == "D":
         return _date_arithmetic(op, left, right)
     if left.category != "N" or right.category != "N":
         raise no_operator(op, left, right)
@@ -301,8 +306,10 @@ def _date_arithmetic(op: str, left: PgType, right: PgType) -> Resolution:
         return _make(op, DATE, INT4, lambda d, n: datetimes.date_add_days(d, -n), DATE)
     if op == "-" and left == DATE and right == DATE:
         return _make(op, DATE, DATE, datetimes.date_diff, INT4)
-    if left.category == "D" and right.category == "D" or "interval" in (left.name, right.name):
-        raise unsupported(f"{left} {op} {right}")
+    if "time" in (left.name, right.name) or left.category == right.category == "D":
+        # Intervals (timestamp - timestamp, date + time, time casts implicitly to
+        # interval...) are not implemented.
+        raise unsupported(f"{left} {op} {right} (interval arithmetic)")
     raise no_operator(op, left, right)
 
 
@@ -454,6 +461,8 @@ def array_operator(op: str, left: PgType, right: PgType) -> Resolution:
 
 
 def binary(op: str, left: PgType, right: PgType) -> Resolution:
+    if "J" in (left.category, right.category):
+        raise unsupported(f"operator {op} on jsonb")
     if op in COMPARISONS:
         return comparison(op, left, right)
     if op in ARITHMETIC:
@@ -569,6 +578,8 @@ def cast(source: PgType, target: PgType) -> Function | None:
 
 
 def cast_error(source: PgType, target: PgType) -> WhereError:
+    if "J" in (source.category, target.category):
+        return unsupported(f"casting {source} to {target}")
     if source.category == "S" and target.category in ("D", "E", "A"):
         return unsupported(
             f"casting a {source} expression to {target} (cast constants, or compare as text)"

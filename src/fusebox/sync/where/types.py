@@ -14,7 +14,8 @@ FLOATS = ("float4", "float8")
 NUMBERS = (*INTEGERS, "numeric", *FLOATS)
 STRINGS = ("text", "varchar")
 DATETIMES = ("date", "time", "timestamp", "timestamptz")
-BUILTINS = frozenset((*NUMBERS, *STRINGS, *DATETIMES, "bool", "uuid"))
+# jsonb is only readable (IS NULL, ::text, concat): its operators are not implemented.
+BUILTINS = frozenset((*NUMBERS, *STRINGS, *DATETIMES, "bool", "uuid", "jsonb"))
 
 # Integer ranges, for overflow checks after every operation, as Postgres checks them.
 INT_RANGE = {
@@ -121,6 +122,7 @@ _CATEGORY = {
     **dict.fromkeys(DATETIMES, "D"),
     "bool": "B",
     "uuid": "U",
+    "jsonb": "J",
 }
 _PREFERRED = frozenset(("float8", "text", "timestamptz", "bool"))
 
@@ -190,7 +192,7 @@ class ColumnType:
         if name.startswith("_") and name[1:] in BUILTINS:
             name, array = name[1:], True
         name = _ALIASES.get(name, name)
-        if name not in BUILTINS:
+        if name not in BUILTINS or (array and name == "jsonb"):
             return None
         return PgType(name, array)
 

@@ -94,6 +94,10 @@ def _enum_input(pg_type: PgType, text: str) -> str:
     return text
 
 
+def _no_jsonb_literals(text: str) -> str:
+    raise InputError("jsonb literals are not supported in where clauses")
+
+
 def _bool_output(value: bool) -> str:
     return "t" if value else "f"
 
@@ -117,6 +121,7 @@ _OUTPUT_PARSERS: dict[str, Callable[[str], Any]] = {
     "time": datetimes.parse_time_output,
     "timestamp": datetimes.parse_timestamp_output,
     "timestamptz": datetimes.parse_timestamptz_output,
+    "jsonb": _identity,
 }
 
 _INPUT_PARSERS: dict[str, Callable[[str], Any]] = {
@@ -134,6 +139,7 @@ _INPUT_PARSERS: dict[str, Callable[[str], Any]] = {
     "time": datetimes.parse_time_input,
     "timestamp": datetimes.parse_timestamp_input,
     "timestamptz": datetimes.parse_timestamptz_input,
+    "jsonb": _no_jsonb_literals,
 }
 
 # Output functions. float4/float8 are missing on purpose: Postgres prints the shortest
@@ -152,6 +158,7 @@ _OUTPUT_FORMATTERS: dict[str, Callable[[Any], str]] = {
     "time": datetimes.format_time,
     "timestamp": datetimes.format_timestamp,
     "timestamptz": datetimes.format_timestamptz,
+    "jsonb": _identity,  # a row's jsonb text is jsonb_out's canonical form already
 }
 
 
@@ -234,8 +241,8 @@ def eq_function(pg_type: PgType) -> Callable[[Any, Any], bool]:
 
 def lt_function(pg_type: PgType) -> Callable[[Any, Any], bool] | None:
     """`<` for types with a supported ordering (text in the C collation: code points)."""
-    if pg_type.array or pg_type.enum is not None:
-        return None  # enum order lives in pg_enum; array order is not implemented
+    if pg_type.array or pg_type.enum is not None or pg_type.name == "jsonb":
+        return None  # enum order lives in pg_enum; array and jsonb order are not implemented
     if pg_type.name == "numeric":
         return numbers.numeric_lt
     if pg_type.name in ("float4", "float8"):
