@@ -346,3 +346,69 @@ def cloud(tmp_path: Path) -> Iterator[CloudHarness]:
             workspace_id=owner.workspace_id,
         )
     control.close()
+
+
+# -- `fusebox serve`, the whole platform, for the CLI tests (tests/test_cli.py) ---------------
+
+
+@dataclass
+class PlatformProcess:
+    """`fusebox serve` in a subprocess, with the owner's one-time password from its stdout."""
+
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+    log_path: Path | None = None
+    owner_email: str = ""
+    owner_password: str = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> PlatformProcess:
+        self.log_path = self.data_dir.parent / f"platform-{self.port}.log"
+        log = open(self.log_path, "wb")  # noqa: SIM115 - the child keeps it open
+        command = [
+            sys.executable, "-m", "fusebox", "serve",
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--data-dir", str(self.data_dir),
+        ]  # fmt: skip
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            text = self.log_path.read_text(errors="replace")
+            if "Ctrl-C stops." in text:
+                for line in text.splitlines():
+                    line = line.strip()
+                    if line.startswith("password: "):
+                        self.owner_password = line.removeprefix("password: ")
+                    elif line.startswith("fusebox auth login") and "--email " in line:
+                        self.owner_email = line.split("--email ", 1)[1].split()[0]
+                if not (self.owner_email and self.owner_password):
+                    raise RuntimeError(f"no sign-in details on stdout; see {self.log_path}")
+                return self
+            if self.process.poll() is not None:
+                raise RuntimeError(f"fusebox serve exited early; see {self.log_path}")
+            time.sleep(0.1)
+        raise RuntimeError(f"fusebox serve did not start; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+
+@pytest.fixture(scope="session")
+def fusebox_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformProcess]:
+    """One `fusebox serve` (temporary data directory, a free loopback port) per session."""
+    server = PlatformProcess(tmp_path_factory.mktemp("platform") / "data").start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(help="Electric Sync: Postgres to shapes over Electric's HTTP API.", no_args_is_help=True)
+app = typer.Typer(
+    help="Electric Sync: Postgres to shapes over Electric's HTTP API.", no_args_is_help=True
+)
 
 
 @app.command()
@@ -33,12 +35,15 @@ def serve(
     long_poll_timeout: float = typer.Option(20.0, help="Seconds a live request waits."),
     allow_shape_deletion: bool = typer.Option(False, help="Allow DELETE /v1/shape."),
     replication_stream_id: str = typer.Option(
-        "default", help="Names the slot and publication: electric_slot_<id>, electric_publication_<id>."
+        "default",
+        help="Names the slot and publication: electric_slot_<id>, electric_publication_<id>.",
     ),
 ) -> None:
     """Serve shapes of DATABASE_URL at http://HOST:PORT/v1/shape."""
     if not database_url:
-        raise typer.BadParameter("give --database-url or set DATABASE_URL", param_hint="--database-url")
+        raise typer.BadParameter(
+            "give --database-url or set DATABASE_URL", param_hint="--database-url"
+        )
     if not secret and not insecure:
         raise typer.BadParameter(
             "give --secret (or ELECTRIC_SECRET), or --insecure to serve without one",

@@ -8,10 +8,13 @@ documents needs. Lifespan events are run by `AsgiMount.startup` / `shutdown`.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from fusebox.http.messages import Request, Response
+
+log = logging.getLogger("fusebox.http")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -72,7 +75,18 @@ class AsgiMount:
             elif message["type"] == "http.response.body":
                 chunks.append(message.get("body", b""))
 
-        await self.app(scope, receive, send)
+        try:
+            await self.app(scope, receive, send)
+        except Exception:
+            # Starlette sends its own 500 and then re-raises; answer with what it sent (or a
+            # 500 of our own), and do not let the error reach the HTTP server a second time.
+            log.exception("admin API error on %s %s", request.method, request.path)
+            if not response_headers:
+                return Response(
+                    500,
+                    [("content-type", "application/json")],
+                    b'{"error":{"code":"internal_error","message":"internal server error"}}',
+                )
         return Response(status, response_headers, b"".join(chunks))
 
     async def startup(self) -> None:

@@ -67,6 +67,7 @@ class Replication:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._durable_lsn = 0
+        self._restarts = 0
         # Told of replication events (the platform turns them into a service's event log).
         self.on_event: Callable[[str, dict], None] = lambda kind, details: None
         # Deletions started from synchronous callbacks, kept so they are not collected.
@@ -124,6 +125,7 @@ class Replication:
                 self.on_event("connection_error", {"error": outcome})
             if self._stopping:
                 return
+            self._restarts += 1
             if outcome == "active":
                 delay = 0.5
             self.status.state = "starting"
@@ -171,10 +173,11 @@ class Replication:
                         self.status.state = message[1]
                         self.status.reason = message[2]
                         reached_active = reached_active or message[1] == "active"
-                        event = (
-                            "ready" if message[1] == "active" else "waiting_for_replication_lock"
-                        )
-                        self.on_event(event, {"detail": message[2]})
+                        if message[1] == "waiting":
+                            self.on_event("waiting_for_replication_lock", {"detail": message[2]})
+                        elif self._restarts:
+                            # The first start is announced by whoever started us.
+                            self.on_event("ready", {"detail": message[2]})
                     elif kind == "identity":
                         self._check_identity(message[1], message[2])
                     elif kind == "relation":
@@ -235,7 +238,9 @@ class Replication:
 
     def _apply(self, transactions: list[tuple[Transaction, int]]) -> None:
         for transaction, end_lsn in transactions:
-            commits = self.shapes.apply(transaction)
+            # The appends of one transaction mostly share a group commit (one future for
+            # hundreds of shapes): wait on each distinct commit once.
+            commits = list(dict.fromkeys(self.shapes.apply(transaction)))
             self._acks.append((end_lsn, commits))
             for commit in commits:
                 commit.add_done_callback(lambda _: self._acknowledge())

@@ -1,0 +1,205 @@
+"""The multi-tenant gateway: every data-plane request finds its tenant here, or nothing.
+
+- `/v1/shape?source_id=…&secret=…` (or `api_secret`, or a shape-scoped client token in
+  `token` / `Authorization: Bearer`) reaches that Sync source's shapes;
+- `/v1/stream/<service-id>/…` with `Authorization: Bearer <secret>` reaches that Streams
+  service's streams, and only those: the service's streams live under its own prefix in
+  the log engine, so no path can name another tenant's stream;
+- `/api/…` goes to the admin API.
+
+Paths are checked before routing: empty, `.` or `..` segments are refused, so that no
+spelling of a path reaches something other than what it plainly names.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import orjson
+
+from fusebox.http.messages import Request, Response
+from fusebox.streams.protocol import BASE_HEADERS as STREAM_HEADERS
+from fusebox.streams.protocol import StreamsProtocol
+from fusebox.sync.protocol import ShapeProtocol
+from fusebox.sync.shape import ShapeError, parse_identifiers, parse_params, parse_table
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+_CORS = [
+    ("access-control-allow-origin", "*"),
+    ("access-control-allow-methods", "GET, HEAD, POST, PUT, DELETE, OPTIONS"),
+    ("access-control-allow-headers", "*"),
+    ("access-control-max-age", "86400"),
+    ("x-content-type-options", "nosniff"),
+]
+
+
+class SecretCheck(Protocol):
+    def __call__(self, service_id: str, presented: str) -> bool: ...
+
+
+class ClientTokens(Protocol):
+    def verify(self, token: str, source_id: str, request: Request) -> str | None:
+        """None when the token allows this request; else why not (for a 403)."""
+        ...
+
+
+@dataclass
+class Tenants:
+    """The running services, by service id; the platform keeps these current."""
+
+    sources: dict[str, ShapeProtocol]
+    streams: dict[str, StreamsProtocol]
+
+
+def _json(status: int, body: object, extra: list[tuple[str, str]] | None = None) -> Response:
+    headers = [
+        ("content-type", "application/json"),
+        ("x-content-type-options", "nosniff"),
+        ("access-control-allow-origin", "*"),
+        ("cache-control", "no-store"),
+        *(extra or []),
+    ]
+    return Response(status, headers, orjson.dumps(body))
+
+
+def _single(query: dict[str, list[str]], name: str) -> str | None:
+    values = query.get(name)
+    if values is None:
+        return None
+    if len(values) != 1:
+        raise ShapeError(name, f"{name} must be given once")
+    return values[0]
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, credential = header.partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        return None
+    return credential.strip()
+
+
+class Gateway:
+    def __init__(
+        self,
+        tenants: Tenants,
+        check_secret: SecretCheck,
+        client_tokens: ClientTokens,
+        admin: Handler,
+        health: Callable[[], Response],
+    ) -> None:
+        self.tenants = tenants
+        self._check_secret = check_secret
+        self._client_tokens = client_tokens
+        self._admin = admin
+        self._health = health
+
+    async def handle(self, request: Request) -> Response:
+        path = request.path
+        segments = path.split("/")
+        inner = segments[1:-1]
+        if any(part in ("", ".", "..") for part in inner) or segments[-1] in (".", ".."):
+            return _json(400, {"message": f"invalid path {request.raw_path!r}"})
+        if path.startswith("/api/"):
+            return await self._admin(request)
+        if path in ("/v1/shape", "/v1/shape/"):
+            return await self._shape(request)
+        if path.startswith("/v1/stream/"):
+            return await self._stream(request, segments)
+        if path == "/v1/health":
+            return self._health()
+        return _json(404, {"message": f"no route for {path}"})
+
+    async def _shape(self, request: Request) -> Response:
+        if request.method == "OPTIONS":
+            return Response(204, list(_CORS))
+        query = request.query
+        try:
+            source_id = _single(query, "source_id")
+            secret = _single(query, "secret") or _single(query, "api_secret")
+            token = _single(query, "token") or _bearer(request)
+        except ShapeError as exc:
+            return _json(400, {"message": "Invalid request", "errors": {exc.field: [exc.message]}})
+        if not source_id:
+            return _json(401, {"message": "Unauthorized - source_id is required"})
+        if secret is not None:
+            if not self._check_secret(source_id, secret):
+                return _json(401, {"message": "Unauthorized - Invalid API secret"})
+        elif token is not None:
+            refusal = self._client_tokens.verify(token, source_id, request)
+            if refusal is not None:
+                status = 401 if refusal.startswith("invalid") else 403
+                return _json(status, {"message": f"Forbidden - {refusal}"})
+        else:
+            return _json(401, {"message": "Unauthorized - secret or token is required"})
+        source = self.tenants.sources.get(source_id)
+        if source is None:
+            return _json(
+                503,
+                {"message": "Source is not active yet", "code": "source_not_active"},
+                [("retry-after", "5")],
+            )
+        return await source.handle(request)
+
+    async def _stream(self, request: Request, segments: list[str]) -> Response:
+        # ['', 'v1', 'stream', '<service-id>', '<name>', ...]
+        if len(segments) < 5 or not segments[4]:
+            return _json(404, {"message": "streams live under /v1/stream/<service-id>/<name>"})
+        service_id = segments[3]
+        if request.method == "OPTIONS":
+            return Response(204, [*STREAM_HEADERS, *_CORS[1:4]])
+        presented = _bearer(request)
+        if presented is None or not self._check_secret(service_id, presented):
+            return _json(
+                401,
+                {"error": {"status": 401, "message": "a valid Authorization: Bearer is required"}},
+                [("www-authenticate", 'Bearer realm="fusebox"')],
+            )
+        protocol = self.tenants.streams.get(service_id)
+        if protocol is None:
+            return _json(503, {"message": "service is not active yet"}, [("retry-after", "5")])
+        return await protocol.handle(request)
+
+
+class ShapeTokens:
+    """Checks shape-scoped client tokens: valid, for this source, and for this exact shape."""
+
+    def __init__(self, verify_claims: Callable[[str], dict | None]) -> None:
+        self._verify_claims = verify_claims
+
+    def verify(self, token: str, source_id: str, request: Request) -> str | None:
+        claims = self._verify_claims(token)
+        if claims is None:
+            return "invalid token (bad signature, unknown service, or expired)"
+        if not hmac.compare_digest(str(claims.get("sub", "")).encode(), source_id.encode()):
+            return "the token is for another source"
+        pinned = claims.get("shape") or {}
+        query = request.query
+        try:
+            asked = _shape_of(
+                (query.get("table") or [""])[-1],
+                (query.get("where") or [None])[-1],
+                dict(parse_params(query)),
+                (query.get("columns") or [None])[-1],
+            )
+            allowed = _shape_of(
+                pinned.get("table") or "",
+                pinned.get("where"),
+                {str(k): str(v) for k, v in (pinned.get("params") or {}).items()},
+                ",".join(pinned["columns"]) if pinned.get("columns") else None,
+            )
+        except ShapeError as exc:
+            return f"the request's {exc.field} is invalid: {exc.message}"
+        if asked != allowed:
+            return "the request asks for a shape the token does not allow"
+        return None
+
+
+def _shape_of(table: str, where: str | None, params: dict[str, str], columns: str | None):
+    """A shape definition in a comparable form: quoting and column order do not matter."""
+    chosen = sorted(set(parse_identifiers(columns, "columns", ","))) if columns else None
+    return (parse_table(table), where or None, sorted(params.items()), chosen)
