@@ -258,8 +258,11 @@ class ShapeProtocol:
             )
         return headers
 
-    def _up_to_date(self) -> bytes:
-        return control_item("up-to-date", global_last_seen_lsn=str(self.shapes.last_seen_lsn))
+    def _up_to_date(self, shape: Shape) -> bytes:
+        # Never behind the shape's own log: after a restart no transaction has been seen
+        # yet, and Electric then falls back to the shape's latest offset.
+        lsn = max(self.shapes.last_seen_lsn, shape.log.last_offset[0])
+        return control_item("up-to-date", global_last_seen_lsn=str(lsn))
 
     def _now(self, shape: Shape, live: bool, cursor: str | None) -> Response:
         headers = self._headers(shape, live, cursor, (0, 0))
@@ -268,7 +271,7 @@ class ShapeProtocol:
             ("electric-up-to-date", ""),
             ("electric-has-data", "false"),
         ]
-        return Response(200, headers, b"[" + self._up_to_date() + b"]")
+        return Response(200, headers, b"[" + self._up_to_date(shape) + b"]")
 
     async def _log(
         self, request: Request, shape: Shape, offset: tuple, live: bool, cursor: str | None
@@ -312,7 +315,7 @@ class ShapeProtocol:
             headers.append(("electric-up-to-date", ""))
             if data:
                 parts.append(b",")
-            parts.append(self._up_to_date())
+            parts.append(self._up_to_date(shape))
         parts.append(b"]")
         return Response(200, headers, b"".join(parts))
 
@@ -347,7 +350,7 @@ class ShapeProtocol:
                     yield b"data: " + item + b"\n\n"
                 position = end
                 continue
-            yield b"data: " + self._up_to_date() + b"\n\n"
+            yield b"data: " + self._up_to_date(shape) + b"\n\n"
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return

@@ -274,11 +274,19 @@ class Shapes:
                 await conn.rollback()
             end = (visibility.xmin, visibility.xmax, sorted(visibility.xip))
             await asyncio.shield(shape.log.append_snapshot([], end=end))
-            held, shape.held = shape.held, []
-            commits = [self._apply(shape, transaction) for transaction in held]
-            for commit in commits:
-                if commit is not None:
-                    await asyncio.shield(commit)
+            # Transactions held while the snapshot ran: those it already saw are skipped
+            # (some arrived before its visibility was known). More are held while these
+            # commit, until the task ends: drain until none is left.
+            while shape.held:
+                held, shape.held = shape.held, []
+                commits = [
+                    self._apply(shape, transaction)
+                    for transaction in held
+                    if not visibility.sees(transaction.xid)
+                ]
+                for commit in commits:
+                    if commit is not None:
+                        await asyncio.shield(commit)
         except Exception as exc:
             log.exception("snapshot of shape %s failed", shape.handle)
             shape.failed = f"snapshot failed: {exc}"
