@@ -498,6 +498,8 @@ class StreamEngine:
         """True when `position` starts a message of a JSON stream (or is its tail)."""
         if position == 0 or position >= stream.durable.tail:
             return True
+        if position < len(framing.SEPARATOR):
+            return False  # no message is shorter than its separator
         return self.read_range(stream, position - 2, position) == framing.SEPARATOR
 
     def read_range(self, stream: Stream, start: int, end: int) -> bytes:
