@@ -8,7 +8,9 @@
 - `/api/…` goes to the admin API.
 
 Paths are checked before routing: empty, `.` or `..` segments are refused, so that no
-spelling of a path reaches something other than what it plainly names.
+spelling of a path reaches something other than what it plainly names. Every tenant's
+streams and shape logs share one log engine, so a path given in a header (a fork's
+`Stream-Forked-From`) must name a stream of the same service too.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from typing import Protocol
 import orjson
 
 from fusebox.http.messages import Request, Response
+from fusebox.streams.errors import StreamError
 from fusebox.streams.protocol import BASE_HEADERS as STREAM_HEADERS
 from fusebox.streams.protocol import StreamsProtocol
+from fusebox.streams.protocol import _fork_spec as fork_spec
 from fusebox.sync.protocol import ShapeProtocol
 from fusebox.sync.shape import ShapeError, parse_identifiers, parse_params, parse_table
 
@@ -138,6 +142,8 @@ class Gateway:
             return _json(401, {"message": "Unauthorized - secret or token is required"})
         source = self.tenants.sources.get(source_id)
         if source is None:
+            if source_id in self.tenants.streams:
+                return _json(404, {"message": f"{source_id} is not a Sync source"})
             return _json(
                 503,
                 {"message": "Source is not active yet", "code": "source_not_active"},
@@ -161,8 +167,36 @@ class Gateway:
             )
         protocol = self.tenants.streams.get(service_id)
         if protocol is None:
+            if service_id in self.tenants.sources:
+                return _json(404, {"message": f"{service_id} is not a Streams service"})
             return _json(503, {"message": "service is not active yet"}, [("retry-after", "5")])
+        if request.method == "PUT" and not _forks_own_stream(request, f"/v1/stream/{service_id}"):
+            return _json(
+                403,
+                {
+                    "error": {
+                        "status": 403,
+                        "message": "Stream-Forked-From must name a stream of this service",
+                    }
+                },
+            )
         return await protocol.handle(request)
+
+
+def _forks_own_stream(request: Request, prefix: str) -> bool:
+    """False when the request forks a stream outside `prefix` (another tenant's stream, or a
+    Sync source's shape log): the header is resolved exactly as the streams protocol does."""
+    try:
+        fork = fork_spec(request.headers, prefix)
+    except StreamError:
+        return True  # malformed: the protocol refuses it with its own 400
+    if fork is None:
+        return True
+    if not fork.source.startswith(prefix + "/"):
+        return False
+    # The rule `handle` applies to request paths: no empty, `.` or `..` segment inside.
+    *inner, last = fork.source[len(prefix) + 1 :].split("/")
+    return not any(part in ("", ".", "..") for part in inner) and last not in (".", "..")
 
 
 class ShapeTokens:
@@ -196,7 +230,18 @@ class ShapeTokens:
             return f"the request's {exc.field} is invalid: {exc.message}"
         if asked != allowed:
             return "the request asks for a shape the token does not allow"
+        if pinned.get("columns") and _asks_subset(request):
+            # A subset's where and order_by may name any column of the table: with them a
+            # token limited to some columns could filter on (and so read) the others.
+            return "a token limited to some columns does not allow subset queries"
         return None
+
+
+def _asks_subset(request: Request) -> bool:
+    """Whether the request carries subset options (as `ShapeProtocol` reads them)."""
+    if any(key.startswith("subset__") for key in request.query):
+        return True
+    return request.method == "POST" and bool(request.body.strip())
 
 
 def _shape_of(table: str, where: str | None, params: dict[str, str], columns: str | None):

@@ -148,5 +148,13 @@ class Platform:
         self.tenants.streams.clear()
 
     def health(self) -> dict[str, Any]:
-        sources = {sid: s.status.state for sid, s in self._sources.items()}
-        return {"status": "active", "sources": sources, "streams": len(self.tenants.streams)}
+        # Unauthenticated: counts only, never a tenant's service id.
+        states: dict[str, int] = {}
+        for source in self._sources.values():
+            states[source.status.state] = states.get(source.status.state, 0) + 1
+        return {
+            "status": "active",
+            "sources": len(self._sources),
+            "source_states": states,
+            "streams": len(self.tenants.streams),
+        }

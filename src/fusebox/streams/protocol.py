@@ -144,6 +144,10 @@ class StreamsProtocol:
     async def _put(self, request: Request, path: str) -> Response:
         headers = request.headers
         fork = _fork_spec(headers, self.prefix)
+        if fork is not None and not _within(fork.source, self.prefix):
+            # Only streams this protocol serves can be forked: the engine may hold others
+            # (other tenants', shape logs) that no request here may reach.
+            raise StreamNotFound(f"fork source {fork.source} does not exist")
         content_type = headers.get("content-type")
         config = None
         if content_type is not None or fork is None:
@@ -335,6 +339,11 @@ def _parse_timestamp(text: str) -> float:
         return datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00")).timestamp()
     except ValueError:
         raise InvalidRequest("Stream-Expires-At must be an RFC 3339 timestamp") from None
+
+
+def _within(path: str, prefix: str) -> bool:
+    segments = path[len(prefix) + 1 :].split("/")
+    return path.startswith(prefix + "/") and not any(s in ("", ".", "..") for s in segments)
 
 
 def _fork_spec(headers: dict[str, str], prefix: str) -> ForkSpec | None:

@@ -230,7 +230,7 @@ class ShapeProtocol:
         return await self._log(request, shape, offset, live, cursor)
 
     async def _subset(self, shape: Shape, options: dict) -> Response:
-        subset = parse_subset(options, shape.table)
+        subset = parse_subset(options, shape.table, shape.columns)
         where_sql = shape.where.sql if shape.where is not None else None
         body = await query_subset(
             self.shapes.database_url, shape.table, shape.columns, where_sql, subset

@@ -332,6 +332,7 @@ class SyncSource:
         await self.stop()
         for shape in list(self.shapes):
             await self.shapes.delete(shape)
+        await self.shapes.drop_registry()
         await asyncio.get_running_loop().run_in_executor(None, self.replication.release)
 
 

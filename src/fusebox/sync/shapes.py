@@ -399,6 +399,11 @@ class Shapes:
         shape.log.close()
         await self._forget(shape.handle)
 
+    async def drop_registry(self) -> None:
+        """Delete the registry itself (the source is being deleted)."""
+        with contextlib.suppress(StreamNotFound):
+            await self.engine.delete(self._registry_path)
+
     async def _forget(self, handle: str) -> None:
         await self._record({"op": "delete", "handle": handle})
         with contextlib.suppress(StreamNotFound):

@@ -49,7 +49,7 @@ def _integer(value: object, key: str, minimum: int) -> int | None:
     return value
 
 
-def _order_by(text: str, table: Table) -> str:
+def _order_by(text: str, table: Table, columns: tuple[str, ...]) -> str:
     """Validate ORDER BY as column references only, and render it with quoted names."""
     try:
         tree = orjson.loads(parser.parse_sql_json(f"SELECT 1 FROM t ORDER BY {text}"))
@@ -66,7 +66,7 @@ def _order_by(text: str, table: Table) -> str:
         if len(fields) != 1 or "String" not in fields[0]:
             raise _error("order_by", "ORDER BY may only name columns of the table")
         name = fields[0]["String"]["sval"]
-        if table.column(name) is None:
+        if table.column(name) is None or name not in columns:
             raise _error("order_by", f"unknown column {name!r} in ORDER BY")
         if "useOp" in sort:
             raise _error("order_by", "ORDER BY ... USING is not supported")
@@ -78,8 +78,12 @@ def _order_by(text: str, table: Table) -> str:
     return ", ".join(rendered)
 
 
-def parse_subset(options: dict, table: Table) -> Subset:
-    """Validate subset options: where, params, limit, offset, order_by."""
+def parse_subset(options: dict, table: Table, columns: tuple[str, ...]) -> Subset:
+    """Validate subset options: where, params, limit, offset, order_by.
+
+    The where clause and ORDER BY may name only the shape's own columns: a subset narrows
+    what the shape exposes and must not become a way to probe columns it leaves out.
+    """
     where = options.get("where")
     params = options.get("params") or {}
     if isinstance(params, str):
@@ -99,7 +103,9 @@ def parse_subset(options: dict, table: Table) -> Subset:
         if not isinstance(where, str):
             raise _error("where", "where must be a string")
         types = {
-            c.name: ColumnType(c.element_type or c.type_name, c.dims, c.kind) for c in table.columns
+            c.name: ColumnType(c.element_type or c.type_name, c.dims, c.kind)
+            for c in table.columns
+            if c.name in columns
         }
         try:
             where_sql = compile_where(where, types, params).sql
@@ -112,7 +118,8 @@ def parse_subset(options: dict, table: Table) -> Subset:
         raise _error("order_by", "order_by must be a string")
     if (limit is not None or offset is not None) and not order_by:
         raise _error("order_by", "order_by is required with limit or offset")
-    return Subset(where_sql, _order_by(order_by, table) if order_by else None, limit, offset)
+    ordered = _order_by(order_by, table, columns) if order_by else None
+    return Subset(where_sql, ordered, limit, offset)
 
 
 async def query_subset(

@@ -1,0 +1,96 @@
+// The official @electric-sql/client against `fusebox serve`, as an app on Electric Cloud
+// uses it: the shape endpoint with `source_id` and `secret` params. Run by
+// tests/test_platform_e2e.py, which makes the source through the CLI and checks the JSON
+// this prints: the initial rows, the rows after a live insert, and what a wrong secret gets.
+import { Shape, ShapeStream } from "@electric-sql/client"
+import pg from "pg"
+
+const { ELECTRIC_URL, SOURCE_ID, SOURCE_SECRET, DATABASE_URL, TABLE } = process.env
+for (const [name, value] of Object.entries({ ELECTRIC_URL, SOURCE_ID, SOURCE_SECRET, DATABASE_URL, TABLE })) {
+  if (!value) throw new Error(`${name} is not set`)
+}
+
+/** Resolve with `check()`'s first truthy value; reject after `ms`. */
+async function waitFor(check, what, ms = 30000) {
+  const deadline = Date.now() + ms
+  for (;;) {
+    const value = await check()
+    if (value) return value
+    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+}
+
+function within(promise, what, ms = 30000) {
+  let timer
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`gave up waiting for ${what}`)), ms)
+  })
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
+}
+
+const byId = (rows) => [...rows].sort((a, b) => a.id - b.id)
+
+async function main() {
+  const db = new pg.Client({ connectionString: DATABASE_URL })
+  await db.connect()
+  const urls = []
+  const fetchClient = (input, init) => {
+    urls.push(String(input instanceof Request ? input.url : input))
+    return fetch(input, init)
+  }
+  try {
+    const stream = new ShapeStream({
+      url: ELECTRIC_URL,
+      params: { table: TABLE, source_id: SOURCE_ID, secret: SOURCE_SECRET },
+      fetchClient,
+    })
+    const shape = new Shape(stream)
+    const initial = byId(await within(shape.rows, "the initial rows"))
+
+    await db.query(`INSERT INTO ${TABLE} (id, title) VALUES (3, 'inserted live')`)
+    await waitFor(() => shape.currentRows.length === 3, "the live insert")
+    const live = byId(shape.currentRows)
+    shape.unsubscribeAll()
+
+    // A wrong secret: the client is told 401 and gets no rows.
+    const refused = await within(
+      new Promise((resolve) => {
+        const wrong = new ShapeStream({
+          url: ELECTRIC_URL,
+          params: { table: TABLE, source_id: SOURCE_ID, secret: `${SOURCE_SECRET}x` },
+          onError: (error) => {
+            resolve({ status: error.status ?? null, message: String(error.message ?? error) })
+          },
+        })
+        wrong.subscribe(
+          (messages) => {
+            if (messages.some((m) => "value" in m)) resolve({ status: 200, message: "rows!" })
+          },
+          () => {},
+        )
+      }),
+      "the wrong secret's answer",
+    )
+
+    const shapeUrls = urls.map((u) => new URL(u))
+    const result = {
+      initial,
+      live,
+      refused,
+      sourceIds: [...new Set(shapeUrls.map((u) => u.searchParams.get("source_id")))],
+      livePolls: shapeUrls.filter((u) => u.searchParams.get("live") === "true").length,
+    }
+    console.log(JSON.stringify(result))
+  } finally {
+    await db.end()
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (error) => {
+    console.error(error?.stack ?? String(error))
+    process.exit(1)
+  },
+)
