@@ -30,6 +30,20 @@ _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 
+# Most response headers repeat on every response (security headers, CORS, content
+# types): their encoded lines are kept, up to a bound, so each is encoded once.
+_header_lines: dict[tuple[str, str], bytes] = {}
+_HEADER_CACHE_LIMIT = 4096
+
+
+def _encode_header(header: tuple[str, str]) -> bytes:
+    name, value = header
+    line = b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1"))
+    if len(_header_lines) < _HEADER_CACHE_LIMIT:
+        _header_lines[header] = line
+    return line
+
+
 def _status_line(status: int) -> bytes:
     return b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))
 
@@ -223,8 +237,11 @@ class _Connection(asyncio.Protocol):
         if transport is None:
             return
         parts = [_status_line(response.status)]
-        for name, value in response.headers:
-            parts.append(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")))
+        for header in response.headers:
+            line = _header_lines.get(header)
+            if line is None:
+                line = _encode_header(header)
+            parts.append(line)
         if close:
             parts.append(b"connection: close\r\n")
         status = response.status
