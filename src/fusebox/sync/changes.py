@@ -33,6 +33,18 @@ class Transaction:
     # Relations the transaction truncated.
     truncated: list[tuple[str, str]] = field(default_factory=list)
 
+    def __reduce__(self):
+        # Transactions cross a pipe in bulk. Pickling each Change as a slotted dataclass
+        # costs several times more than as a plain tuple, on both sides.
+        changes = [(c.operation, c.relation, c.new, c.old) for c in self.changes]
+        return (_transaction, (self.xid, self.lsn, changes, self.truncated))
+
+
+def _transaction(
+    xid: int, lsn: int, changes: list[tuple], truncated: list[tuple[str, str]]
+) -> Transaction:
+    return Transaction(xid, lsn, [Change(*change) for change in changes], truncated)
+
 
 @dataclass(slots=True)
 class ShapeItem:
@@ -118,4 +130,6 @@ def shape_items(
 
 
 def _pick(row: Row, columns: tuple[str, ...]) -> Row:
+    if len(row) == len(columns) and tuple(row) == columns:
+        return dict(row)  # every column, in order (whole-row shapes): a plain copy is faster
     return {c: row.get(c) for c in columns}

@@ -27,7 +27,7 @@ does not resend: they must not be confused, since one means "now NULL" and the o
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Final, TypeAlias
 
@@ -88,10 +88,11 @@ class Relation:
     replica_identity: str
     columns: tuple[Column, ...]
     xid: int | None = None
+    # Derived from `columns` once, since it is read for every row (columns never change).
+    column_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
-    @property
-    def column_names(self) -> tuple[str, ...]:
-        return tuple(column.name for column in self.columns)
+    def __post_init__(self) -> None:
+        self.column_names = tuple(column.name for column in self.columns)
 
     def as_dict(self, row: Row) -> dict[str, Value]:
         return dict(zip(self.column_names, row, strict=True))
