@@ -10,7 +10,7 @@ NULL as `/_`); relation names double `/` and `.`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 
 import orjson
 
@@ -27,7 +27,10 @@ def key_prefix(table: Table) -> str:
     return f'"{_escape_relation(table.schema)}"."{_escape_relation(table.name)}"'
 
 
-def build_key(prefix: str, row: Row, primary_key: Iterable[str]) -> str:
+def build_key(prefix: str, row: Row, primary_key: Sequence[str]) -> str:
+    if len(primary_key) == 1:  # the common case, without the list and join below
+        value = row.get(primary_key[0])
+        return prefix + ("/_" if value is None else '/"' + value.replace("/", "//") + '"')
     parts = [prefix]
     for column in primary_key:
         value = row.get(column)

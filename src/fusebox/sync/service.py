@@ -162,6 +162,11 @@ class Replication:
         reached_active = False
 
         def readable() -> None:
+            # Unpickling and routing a batch builds many long-lived objects at once.
+            with replicator.collector_paused():
+                drain()
+
+        def drain() -> None:
             nonlocal reached_active
             try:
                 while parent.poll():

@@ -339,12 +339,13 @@ class Shapes:
         if shape.deleted:
             return None
         table = shape.table
+        relation = table.relation  # a property that builds a tuple: once, not per item
         prefix = key_prefix(table)
         primary_key = table.primary_key
         full = shape.definition.replica == "full"
         changes = transaction.changes
         if indexes is None:
-            indexes = [i for i, c in enumerate(changes) if c.relation == table.relation]
+            indexes = [i for i, c in enumerate(changes) if c.relation == relation]
         items = []
         for index in indexes:
             items.extend(
@@ -370,7 +371,7 @@ class Shapes:
                         item.operation,
                         item.key,
                         item.value,
-                        table.relation,
+                        relation,
                         transaction.lsn,
                         item.op_position,
                         transaction.xid,
