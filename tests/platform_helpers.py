@@ -159,6 +159,19 @@ def new_database(postgres: PostgresCluster, prefix: str, owner: str | None = Non
     return name
 
 
+@contextmanager
+def items_database(postgres: PostgresCluster, prefix: str) -> Iterator[tuple[str, str]]:
+    """(name, url) of a new database whose table `items` holds (1, 'first'), (2, 'second');
+    dropped afterwards."""
+    name = new_database(postgres, prefix)
+    postgres.psql("CREATE TABLE items (id int PRIMARY KEY, title text NOT NULL)", name)
+    postgres.psql("INSERT INTO items VALUES (1, 'first'), (2, 'second')", name)
+    try:
+        yield name, postgres.url(name)
+    finally:
+        drop_database(postgres, name)
+
+
 def drop_database(postgres: PostgresCluster, name: str) -> None:
     postgres.psql(
         "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "

@@ -24,7 +24,7 @@ import pytest
 from durable_streams import DurableStream, DurableStreamError, stream
 
 from conftest import run_node
-from platform_helpers import Platform, drop_database, new_database, running_platform
+from platform_helpers import Platform, items_database, running_platform
 from postgres import PostgresCluster
 
 pytestmark = pytest.mark.timeout(300)
@@ -33,13 +33,8 @@ pytestmark = pytest.mark.timeout(300)
 @pytest.fixture(scope="module")
 def database(postgres: PostgresCluster) -> Iterator[tuple[str, str]]:
     """(name, url) of a database with a table `items` holding two rows."""
-    name = new_database(postgres, "e2e")
-    postgres.psql("CREATE TABLE items (id int PRIMARY KEY, title text NOT NULL)", name)
-    postgres.psql("INSERT INTO items VALUES (1, 'first'), (2, 'second')", name)
-    try:
-        yield name, postgres.url(name)
-    finally:
-        drop_database(postgres, name)
+    with items_database(postgres, "e2e") as database:
+        yield database
 
 
 @pytest.fixture(scope="module")

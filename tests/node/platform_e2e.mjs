@@ -4,41 +4,18 @@
 // this prints: the initial rows, the rows after a live insert, and what a wrong secret gets.
 import { Shape, ShapeStream } from "@electric-sql/client"
 import pg from "pg"
+import { byId, recordingFetch, waitFor, within } from "./helpers.mjs"
 
 const { ELECTRIC_URL, SOURCE_ID, SOURCE_SECRET, DATABASE_URL, TABLE } = process.env
 for (const [name, value] of Object.entries({ ELECTRIC_URL, SOURCE_ID, SOURCE_SECRET, DATABASE_URL, TABLE })) {
   if (!value) throw new Error(`${name} is not set`)
 }
 
-/** Resolve with `check()`'s first truthy value; reject after `ms`. */
-async function waitFor(check, what, ms = 30000) {
-  const deadline = Date.now() + ms
-  for (;;) {
-    const value = await check()
-    if (value) return value
-    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-}
-
-function within(promise, what, ms = 30000) {
-  let timer
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`gave up waiting for ${what}`)), ms)
-  })
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
-}
-
-const byId = (rows) => [...rows].sort((a, b) => a.id - b.id)
 
 async function main() {
   const db = new pg.Client({ connectionString: DATABASE_URL })
   await db.connect()
-  const urls = []
-  const fetchClient = (input, init) => {
-    urls.push(String(input instanceof Request ? input.url : input))
-    return fetch(input, init)
-  }
+  const { urls, fetchClient } = recordingFetch()
   try {
     const stream = new ShapeStream({
       url: ELECTRIC_URL,
