@@ -19,7 +19,7 @@ from fusebox.cloud import db
 from fusebox.cloud.accounts import DEFAULT_SESSION_TTL, Accounts, BootstrapResult
 from fusebox.cloud.clock import Clock, utcnow
 from fusebox.cloud.crypto import Keyring, Passwords, load_master_key
-from fusebox.cloud.resources import DEFAULT_SECRET_CACHE_SECONDS, Resources
+from fusebox.cloud.resources import DEFAULT_SECRET_CACHE_SECONDS, Resources, ServiceStatus
 
 
 @dataclass
@@ -33,6 +33,10 @@ class ControlPlane:
     def verify_service_secret(self, service_id: str, presented: str) -> bool:
         """For the data-plane gateway: is this a valid secret of that live service now?"""
         return self.resources.verify_service_secret(service_id, presented)
+
+    def service_status(self, service_id: str) -> ServiceStatus | None:
+        """For the gateway: the state (and error) of a live service, None if there is none."""
+        return self.resources.service_status(service_id)
 
     def bootstrap(self, owner_email: str | None = None) -> BootstrapResult | None:
         """First start: make the owner account (shown once). None when users exist."""

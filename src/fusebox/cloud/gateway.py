@@ -22,6 +22,7 @@ from typing import Protocol
 
 import orjson
 
+from fusebox.cloud.resources import ServiceStatus
 from fusebox.http.messages import Request, Response
 from fusebox.streams.errors import StreamError
 from fusebox.streams.protocol import BASE_HEADERS as STREAM_HEADERS
@@ -95,9 +96,11 @@ class Gateway:
         client_tokens: ClientTokens,
         admin: Handler,
         health: Callable[[], Response],
+        service_status: Callable[[str], ServiceStatus | None],
     ) -> None:
         self.tenants = tenants
         self._check_secret = check_secret
+        self._service_status = service_status
         self._client_tokens = client_tokens
         self._admin = admin
         self._health = health
@@ -144,11 +147,7 @@ class Gateway:
         if source is None:
             if source_id in self.tenants.streams:
                 return _json(404, {"message": f"{source_id} is not a Sync source"})
-            return _json(
-                503,
-                {"message": "Source is not active yet", "code": "source_not_active"},
-                [("retry-after", "5")],
-            )
+            return self._not_serving(source_id, "Source", lambda body: body)
         return await source.handle(request)
 
     async def _stream(self, request: Request, segments: list[str]) -> Response:
@@ -169,7 +168,8 @@ class Gateway:
         if protocol is None:
             if service_id in self.tenants.sources:
                 return _json(404, {"message": f"{service_id} is not a Streams service"})
-            return _json(503, {"message": "service is not active yet"}, [("retry-after", "5")])
+            # The Durable Streams clients read errors from an `error` object.
+            return self._not_serving(service_id, "Service", lambda body: {"error": body})
         if request.method == "PUT" and not _forks_own_stream(request, f"/v1/stream/{service_id}"):
             return _json(
                 403,
@@ -181,6 +181,45 @@ class Gateway:
                 },
             )
         return await protocol.handle(request)
+
+    def _not_serving(
+        self, service_id: str, noun: str, envelope: Callable[[dict], object]
+    ) -> Response:
+        """The answer, to a caller whose credentials are valid, when the service does not
+        run: wait (it is starting), or stop and fix it (it is in `error`).
+
+        `error` is final until someone acts, so it is a 4xx: Electric's and the Durable
+        Streams clients retry 5xx (and 429) for ever with backoff, and a 503 would have
+        every client hammer a service that cannot recover by itself; a 4xx ends the retry
+        loop and hands the message to the application's error handler. 424 Failed
+        Dependency says what happened: the request and its credentials are fine, what
+        failed is what the service depends on (its database's checks, or its engine's
+        start). Not 409 (Electric's must-refetch), 400/422 (nothing is wrong with the
+        request) or 403 (the credentials are good).
+        """
+        status = self._service_status(service_id)
+        if status is not None and status.state == "error":
+            error = status.error or {}
+            check, reason = error.get("check"), error.get("message") or "unknown error"
+            what = f"the {check} check failed: {reason}" if check != "start" else reason
+            body = {
+                "status": 424,
+                "code": "service_error",
+                "message": (
+                    f"{noun} {service_id} is in error ({what}). Fix the cause, then create "
+                    "the service again through the admin API; its events say more: "
+                    f"GET /api/v1/services/{service_id}/events"
+                ),
+                "check": check,
+                "reason": reason,
+            }
+            return _json(424, envelope(body))
+        body = {
+            "status": 503,
+            "code": "service_not_active",
+            "message": f"{noun} is not active yet",
+        }
+        return _json(503, envelope(body), [("retry-after", "5")])
 
 
 def _forks_own_stream(request: Request, prefix: str) -> bool:

@@ -32,6 +32,7 @@ from fusebox.cloud.crypto import SERVICE_SECRET_PREFIX, Keyring, new_token, same
 from fusebox.cloud.dsn import InvalidDatabaseUrl, mask_database_url, validate_database_url
 from fusebox.cloud.errors import BadRequest, Conflict, NotFound, ValidationFailed
 from fusebox.cloud.ids import is_id, new_id
+from fusebox.cloud.miss_cache import MissCache
 
 log = logging.getLogger("fusebox.cloud")
 
@@ -92,6 +93,16 @@ class _CachedSecrets:
     # (secret, valid_until or None for the current one)
     secrets: list[tuple[bytes, datetime | None]]
     loaded_at: float
+    # What the gateway tells a client whose credentials are right but whose service does
+    # not serve (yet): its state, and for `error` the failed check and its message.
+    state: str = "active"
+    error: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    state: str
+    error: dict[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -115,6 +126,8 @@ class Resources:
         self.secret_cache_seconds = secret_cache_seconds
         self._cache: dict[str, _CachedSecrets] = {}
         self._cache_lock = threading.Lock()
+        # IDs that matched no live service, so that repeating one costs no query.
+        self._misses = MissCache(secret_cache_seconds)
         # Bumped on every invalidation; a load that raced with one is not cached.
         self._generation = 0
 
@@ -319,6 +332,8 @@ class Resources:
             raise Conflict(
                 f"project {project_id} already has an environment named {name!r}"
             ) from None
+        for service in created:
+            self._invalidate(service.service["id"])
         return _environment(row), created
 
     def delete_environment(
@@ -442,9 +457,11 @@ class Resources:
         now = self.clock()
         with db.writing(self.engine) as conn:
             environment = self._live_environment(conn, visible, environment_id)
-            return self._insert_service(
+            created = self._insert_service(
                 conn, environment.id, type, region, name or type, database_url, now
             )
+        self._invalidate(created.service["id"])  # once committed: no stale miss for it
+        return created
 
     def _insert_service(
         self,
@@ -592,20 +609,31 @@ class Resources:
             if valid_until is None or now < valid_until
         ]
 
+    def service_status(self, service_id: str) -> ServiceStatus | None:
+        """State (and error) of a live service, for the gateway; None if there is none.
+        Served from the same cache as the secrets, so asking costs no query."""
+        entry = self._cached_secrets(service_id)
+        return None if entry is None else ServiceStatus(entry.state, entry.error)
+
     def _cached_secrets(self, service_id: str) -> _CachedSecrets | None:
         entry = self._cache.get(service_id)
         if entry is not None and time.monotonic() - entry.loaded_at < self.secret_cache_seconds:
             return entry
-        if not is_id(service_id, "svc"):
+        if not is_id(service_id, "svc") or service_id in self._misses:
             return None
         generation = self._generation
         ss, s = db.service_secrets, db.services
         now = self.clock()
         with db.reading(self.engine) as conn:
             live = conn.execute(
-                self._live_service_query().with_only_columns(s.c.id).where(s.c.id == service_id)
+                self._live_service_query()
+                .with_only_columns(s.c.id, s.c.state, s.c.error)
+                .where(s.c.id == service_id)
             ).first()
             if live is None:
+                with self._cache_lock:
+                    if generation == self._generation:
+                        self._misses.add(service_id)
                 return None
             rows = conn.execute(
                 select(ss.c.secret_enc, ss.c.valid_until).where(
@@ -622,6 +650,8 @@ class Resources:
                 for row in rows
             ],
             loaded_at=time.monotonic(),
+            state=live.state,
+            error=live.error,
         )
         with self._cache_lock:
             if generation == self._generation:
@@ -632,6 +662,7 @@ class Resources:
         with self._cache_lock:
             self._generation += 1
             self._cache.pop(service_id, None)
+            self._misses.discard(service_id)
 
     # -- client tokens --------------------------------------------------------------------
 
@@ -716,6 +747,7 @@ class Resources:
                 .where(and_(*conditions))
                 .values(state=state, error=error, updated_at=self.clock())
             )
+        self._invalidate(service_id)  # the gateway reads the state from the cache
         return result.rowcount == 1
 
     def service_for_runtime(self, service_id: str) -> tuple[dict[str, Any], str, str | None] | None:

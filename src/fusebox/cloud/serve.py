@@ -78,6 +78,7 @@ class PlatformServer:
             ShapeTokens(self.control.resources.verify_client_token),
             self.admin.handle,
             self._health,
+            self.control.service_status,
         )
         await app.state.provisioner.resume()
 
