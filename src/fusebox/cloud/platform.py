@@ -23,6 +23,7 @@ from fusebox.cloud.runtime import CheckResult
 from fusebox.streams.engine import StreamEngine
 from fusebox.streams.protocol import StreamsProtocol
 from fusebox.streams.subscriptions import Subscriptions
+from fusebox.streams.webhooks import PublicAddressesOnly
 from fusebox.sync.service import SyncSettings, SyncSource
 
 log = logging.getLogger("fusebox.platform")
@@ -94,7 +95,13 @@ class Platform:
 
     async def _start_streams(self, service_id: str) -> None:
         prefix = f"/v1/stream/{service_id}"
-        subscriptions = Subscriptions(self.engine, self._service_dir(service_id), prefix=prefix)
+        subscriptions = Subscriptions(
+            self.engine,
+            self._service_dir(service_id),
+            prefix=prefix,
+            # A tenant's webhook must not reach this machine or its private network.
+            webhook_policy=PublicAddressesOnly(),
+        )
         self._service_dir(service_id).mkdir(parents=True, exist_ok=True)
         await subscriptions.start()
         self._subscriptions[service_id] = subscriptions

@@ -47,7 +47,13 @@ from fusebox.streams.subscription_model import (
     stream_path,
 )
 from fusebox.streams.subscription_store import StateWriter, encode_state, load_state
-from fusebox.streams.webhooks import SigningKey, TokenError, webhook_url_problem
+from fusebox.streams.webhooks import (
+    LocalDevelopmentAllowed,
+    SigningKey,
+    TokenError,
+    WebhookPolicy,
+    WebhookRefused,
+)
 
 log = logging.getLogger("fusebox.streams.subscriptions")
 
@@ -68,8 +74,18 @@ class Subscriptions:
     `route` is the protocol's extra route; the engine's listener feeds appends in.
     """
 
-    def __init__(self, engine: StreamEngine, data_dir: Path, *, prefix: str = "/v1/stream") -> None:
+    def __init__(
+        self,
+        engine: StreamEngine,
+        data_dir: Path,
+        *,
+        prefix: str = "/v1/stream",
+        webhook_policy: WebhookPolicy | None = None,
+    ) -> None:
         self._engine = engine
+        # Which webhook URLs are accepted and where deliveries connect: the server that
+        # runs this decides (a multi-tenant one keeps tenants off its own network).
+        self._webhook_policy = webhook_policy or LocalDevelopmentAllowed()
         self._root = prefix.rstrip("/") + "/"
         data_dir = Path(data_dir)
         self._key_path = data_dir / KEY_FILE
@@ -217,7 +233,7 @@ class Subscriptions:
     async def _put(self, request: Request, sub_id: str) -> Response:
         config = Config.parse(_json_body(request))
         if config.webhook_url is not None:
-            problem = webhook_url_problem(config.webhook_url)
+            problem = self._webhook_policy.url_problem(config.webhook_url)
             if problem is not None:
                 raise SubscriptionError(400, "WEBHOOK_URL_REJECTED", problem)
         digest = config.digest()
@@ -527,12 +543,24 @@ class Subscriptions:
         }
         done = False
         try:
-            async with self._client.stream("POST", url, content=body, headers=headers) as reply:
+            # Checked at each delivery, not only at creation: what a name resolves to can
+            # change after the subscription was accepted.
+            target = await self._webhook_policy.target(url)
+            async with self._client.stream(
+                "POST",
+                target.url,
+                content=body,
+                headers={**headers, **target.headers},
+                extensions=target.extensions,
+            ) as reply:
                 delivered = reply.is_success
                 if delivered:
                     done = _says_done(await _read_capped(reply))
                 else:
                     log.info("subscription %s: webhook answered %d", sub.id, reply.status_code)
+        except WebhookRefused as exc:
+            delivered = False
+            log.info("subscription %s: webhook refused: %s", sub.id, exc)
         except httpx.HTTPError as exc:
             delivered = False
             log.info("subscription %s: webhook delivery failed: %r", sub.id, exc)

@@ -8,13 +8,18 @@ they are still current) without a second secret on disk.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import ipaddress
+import socket
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 from cryptography.hazmat.primitives import serialization
@@ -135,13 +140,17 @@ class SigningKey:
 _INTERNAL_SUFFIXES = (".localhost", ".local", ".internal", ".home.arpa")
 
 
-def webhook_url_problem(url: str) -> str | None:
+_NOT_PUBLIC = "webhook.url must not target private, loopback or link-local addresses"
+
+
+def webhook_url_problem(url: str, *, allow_loopback: bool = True) -> str | None:
     """Why `url` may not receive webhooks, or None when it may.
 
     https to a public host is accepted; plain http only to this machine (localhost,
-    127.0.0.0/8, ::1), the development exception the spec allows. IP literals in private,
-    link-local, loopback or otherwise non-global ranges are refused. Host names are
-    judged by name only: one that resolves to a private address is not caught here.
+    127.0.0.0/8, ::1), the development exception the spec allows, unless `allow_loopback`
+    is False. IP literals in private, link-local, loopback or otherwise non-global ranges
+    are refused. Host names are judged by name only: one that resolves to a private
+    address is caught at delivery, by `PublicAddressesOnly`, not here.
     """
     try:
         parts = urlsplit(url)
@@ -156,18 +165,18 @@ def webhook_url_problem(url: str) -> str | None:
         return "webhook.url must not carry credentials"
     host = host.lower().rstrip(".")
     if _is_local_development(host):
-        return None
+        return None if allow_loopback else _NOT_PUBLIC
     if scheme != "https":
+        if not allow_loopback:
+            return "webhook.url must be an https URL"
         return "http webhook URLs are only allowed for localhost and 127.0.0.x; use https"
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
         address = None
     if address is not None:
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        if not address.is_global or address.is_multicast:
-            return "webhook.url must not target private, loopback or link-local addresses"
+        if not _is_public(address):
+            return _NOT_PUBLIC
         return None
     if host.endswith(_INTERNAL_SUFFIXES) or "." not in host:
         return "webhook.url must name a public host"
@@ -181,3 +190,106 @@ def _is_local_development(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_global and not address.is_multicast
+
+
+# -- where a webhook may go: the policy a server is given ---------------------------------
+
+
+class WebhookRefused(Exception):
+    """The webhook's host may not be called (now): it resolves to a non-public address."""
+
+
+@dataclass(frozen=True)
+class WebhookTarget:
+    """How to send one delivery: the URL to connect to, and what to add to the request."""
+
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    extensions: dict[str, Any] = field(default_factory=dict)
+
+
+class WebhookPolicy(Protocol):
+    """Which webhook URLs a server accepts, and where a delivery really connects."""
+
+    def url_problem(self, url: str) -> str | None:
+        """Why a subscription may not use `url` (a 400 at creation), or None."""
+        ...
+
+    async def target(self, url: str) -> WebhookTarget:
+        """Where to deliver to `url` now; WebhookRefused if nowhere."""
+        ...
+
+
+class LocalDevelopmentAllowed:
+    """The standalone server's default: https to public hosts, http to this machine (the
+    conformance suite's receivers listen on localhost). Names are not resolved here."""
+
+    def url_problem(self, url: str) -> str | None:
+        return webhook_url_problem(url)
+
+    async def target(self, url: str) -> WebhookTarget:
+        return WebhookTarget(url)
+
+
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def resolve_host(host: str, port: int) -> list[str]:
+    """The addresses `host` resolves to now (the system resolver, as a connection uses)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+class PublicAddressesOnly:
+    """For servers whose subscribers are not trusted with the server's network (a
+    multi-tenant platform): https only, and only to public addresses.
+
+    A name is resolved at each delivery and refused if any address it gives is not public;
+    the delivery then connects to the address that was checked (with the name kept for the
+    Host header and TLS), so a second lookup cannot swap in a private one (DNS rebinding).
+    """
+
+    def __init__(self, resolve: Resolver = resolve_host) -> None:
+        self._resolve = resolve
+
+    def url_problem(self, url: str) -> str | None:
+        return webhook_url_problem(url, allow_loopback=False)
+
+    async def target(self, url: str) -> WebhookTarget:
+        problem = self.url_problem(url)
+        if problem is not None:
+            raise WebhookRefused(problem)
+        parts = urlsplit(url)
+        host = (parts.hostname or "").rstrip(".")
+        try:
+            literal: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(
+                host
+            )
+        except ValueError:
+            literal = None
+        if literal is not None:
+            return WebhookTarget(url)  # judged by url_problem already; nothing to resolve
+        try:
+            found = await self._resolve(host, parts.port or 443)
+            addresses = [ipaddress.ip_address(text.partition("%")[0]) for text in found]
+        except (OSError, ValueError) as exc:
+            raise WebhookRefused(f"cannot resolve {host}: {exc}") from None
+        if not addresses:
+            raise WebhookRefused(f"{host} resolves to no address")
+        if not all(_is_public(address) for address in addresses):
+            raise WebhookRefused(f"{host} resolves to a private, loopback or link-local address")
+        chosen = addresses[0]
+        netloc = f"[{chosen}]" if chosen.version == 6 else str(chosen)
+        if parts.port is not None:
+            netloc += f":{parts.port}"
+        return WebhookTarget(
+            urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")),
+            headers={"host": parts.netloc},
+            extensions={"sni_hostname": host},
+        )
