@@ -31,7 +31,7 @@ TOKEN_COLUMNS = [
 ]
 
 
-def _read_password(password_stdin: bool) -> str:
+def read_password(password_stdin: bool, prompt: str = "Password") -> str:
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
         if not password:
@@ -42,7 +42,7 @@ def _read_password(password_stdin: bool) -> str:
             "there is no terminal to ask for the password on",
             hint="Pipe it in with --password-stdin.",
         )
-    return typer.prompt("Password", hide_input=True, err=True)
+    return typer.prompt(prompt, hide_input=True, err=True)
 
 
 @command(app, "login")
@@ -62,7 +62,7 @@ def login(
         if password_stdin or not stdin_is_tty():
             raise usage_error("--email is required when there is no terminal to ask on")
         email = typer.prompt("Email", err=True)
-    password = _read_password(password_stdin)
+    password = read_password(password_stdin)
     settings = cli.settings
     api = cli.anonymous_api()
     try:
@@ -95,6 +95,31 @@ def _credential(cli: Cli, whoami: dict[str, Any]) -> str:
     if source == "stored login":
         return f"session stored in {cli.settings.store.path}"
     return f"session token from {source}"
+
+
+@command(app, "password")
+def password(
+    cli: Cli,
+    password_stdin: bool = typer.Option(
+        False,
+        "--password-stdin",
+        help="Read the current password from the first line of stdin, the new one from the second.",
+    ),
+) -> None:
+    """Change your password (needs the current one). Your other sessions end; this one and
+    your API tokens go on."""
+    current = read_password(password_stdin, "Current password")
+    if password_stdin:
+        new = read_password(True)
+    else:
+        new = read_password(False, "New password")
+        if typer.prompt("New password again", hide_input=True, err=True) != new:
+            raise usage_error("the new passwords differ")
+    cli.api().post("/auth/password", {"current_password": current, "new_password": new})
+    cli.out.result(
+        {"changed": True},
+        lambda: cli.out.line("Password changed. Your other sessions have ended."),
+    )
 
 
 @command(app, "whoami")
@@ -175,7 +200,8 @@ def token_create(
         ...,
         "--scopes",
         help="Comma-separated: projects:read|write, environments:read|write, "
-        "services:read|write, services:secrets, tokens:read|write. Write implies read.",
+        "services:read|write, services:secrets, tokens:read|write, members:read|write. "
+        "Write implies read.",
     ),
     workspace: str = typer.Option(
         None, "--workspace", help="Workspace ID or name (env FUSEBOX_WORKSPACE_ID)."

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from fusebox.cli import auth, resources, services, streams, sync
+from fusebox.cli import auth, members, resources, services, streams, sync
 from fusebox.cli.client import EXIT_CODES_HELP
 from fusebox.telemetry import redact
 
@@ -30,6 +30,7 @@ app.add_typer(resources.workspaces, name="workspaces")
 app.add_typer(resources.projects, name="projects")
 app.add_typer(resources.environments, name="environments")
 app.add_typer(services.app, name="services")
+app.add_typer(members.app, name="members")
 
 
 @app.callback()

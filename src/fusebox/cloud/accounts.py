@@ -38,7 +38,7 @@ log = logging.getLogger("fusebox.cloud")
 
 DEFAULT_SESSION_TTL = timedelta(days=7)
 DEFAULT_OWNER_EMAIL = "admin@localhost"
-Role = Literal["owner", "member"]
+Role = Literal["owner", "admin", "member"]
 
 
 @dataclass(frozen=True)
@@ -185,6 +185,37 @@ class Accounts:
                 .where(db.users.c.id == user_id)
                 .values(password_hash=self.passwords.hash(password), updated_at=self.clock())
             )
+
+    def change_password(self, principal: Principal, current: str, new: str) -> int:
+        """Set a new password, given the current one, from a signed-in session; every other
+        session of the user ends (whoever else held one must sign in again). Returns how
+        many sessions were ended."""
+        if principal.kind != "session" or principal.session_id is None:
+            raise Forbidden("changing a password needs a signed-in session, not an API token")
+        with db.reading(self.engine) as conn:
+            stored = conn.execute(
+                select(db.users.c.password_hash).where(db.users.c.id == principal.user_id)
+            ).scalar()
+        if not self.passwords.verify(stored, current):
+            raise ValidationFailed("current_password is not the account's password")
+        now = self.clock()
+        s = db.sessions
+        with db.writing(self.engine) as conn:
+            conn.execute(
+                update(db.users)
+                .where(db.users.c.id == principal.user_id)
+                .values(password_hash=self.passwords.hash(new), updated_at=now)
+            )
+            ended = conn.execute(
+                update(s)
+                .where(
+                    s.c.user_id == principal.user_id,
+                    s.c.id != principal.session_id,
+                    s.c.revoked_at.is_(None),
+                )
+                .values(revoked_at=now)
+            )
+        return ended.rowcount
 
     # -- sessions -------------------------------------------------------------------------
 

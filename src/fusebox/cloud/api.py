@@ -36,6 +36,8 @@ from fusebox.cloud.provisioning import Provisioner
 from fusebox.cloud.resources import service_url
 from fusebox.cloud.runtime import ServiceRuntime
 from fusebox.cloud.schemas import (
+    AddMemberRequest,
+    ChangePasswordRequest,
     ClientToken,
     ClientTokenRequest,
     CreatedService,
@@ -51,11 +53,13 @@ from fusebox.cloud.schemas import (
     Event,
     LoginRequest,
     LoginResponse,
+    Member,
     Project,
     RotatedSecret,
     RotateSecretRequest,
     Secret,
     Service,
+    SetRoleRequest,
     Token,
     Whoami,
     Workspace,
@@ -162,7 +166,7 @@ def create_admin_app(
     """The admin API over `control`, starting and stopping engines through `runtime`;
     `public_base_url` is the data plane's base URL, shown in each service's `url`."""
     provisioner = Provisioner(control.resources, runtime)
-    accounts, resources = control.accounts, control.resources
+    accounts, resources, members = control.accounts, control.resources, control.members
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -225,6 +229,13 @@ def create_admin_app(
         accounts.logout(who.principal)
         return Response(status_code=204)
 
+    @api.post("/auth/password", status_code=204, tags=["auth"])
+    def change_password(
+        body: ChangePasswordRequest, who: Annotated[Caller, Depends(session_only)]
+    ) -> Response:
+        accounts.change_password(who.principal, body.current_password, body.new_password)
+        return Response(status_code=204)
+
     @api.get("/auth/whoami", response_model=Whoami, tags=["auth"])
     def whoami(who: Annotated[Caller, Depends(caller)]) -> dict[str, Any]:
         return {
@@ -269,6 +280,43 @@ def create_admin_app(
         body: CreateWorkspaceRequest, who: Annotated[Caller, Depends(session_only)]
     ) -> dict[str, Any]:
         return resources.create_workspace(who.principal.user_id, body.name)
+
+    # -- members --------------------------------------------------------------------------
+
+    members_path = "/workspaces/{workspace_id}/members"
+
+    @api.get(members_path, response_model=list[Member], tags=["members"])
+    def list_members(
+        workspace_id: str, who: Annotated[Caller, Depends(needs("members:read"))]
+    ) -> list[dict[str, Any]]:
+        return members.list(who.visible, workspace_id)
+
+    @api.post(members_path, status_code=201, response_model=Member, tags=["members"])
+    def add_member(
+        workspace_id: str,
+        body: AddMemberRequest,
+        who: Annotated[Caller, Depends(needs("members:write"))],
+    ) -> dict[str, Any]:
+        return members.add(
+            who.principal, who.visible, workspace_id, body.email, body.role, body.password,
+            body.name,
+        )  # fmt: skip
+
+    @api.patch(members_path + "/{user_id}", response_model=Member, tags=["members"])
+    def set_member_role(
+        workspace_id: str,
+        user_id: str,
+        body: SetRoleRequest,
+        who: Annotated[Caller, Depends(needs("members:write"))],
+    ) -> dict[str, Any]:
+        return members.set_role(who.principal, who.visible, workspace_id, user_id, body.role)
+
+    @api.delete(members_path + "/{user_id}", status_code=204, tags=["members"])
+    def remove_member(
+        workspace_id: str, user_id: str, who: Annotated[Caller, Depends(needs("members:write"))]
+    ) -> Response:
+        members.remove(who.principal, who.visible, workspace_id, user_id)
+        return Response(status_code=204)
 
     @api.get("/projects", response_model=list[Project], tags=["projects"])
     def list_projects(

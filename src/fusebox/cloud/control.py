@@ -19,6 +19,7 @@ from fusebox.cloud import db
 from fusebox.cloud.accounts import DEFAULT_SESSION_TTL, Accounts, BootstrapResult
 from fusebox.cloud.clock import Clock, utcnow
 from fusebox.cloud.crypto import Keyring, Passwords, load_master_key
+from fusebox.cloud.members import Members
 from fusebox.cloud.resources import DEFAULT_SECRET_CACHE_SECONDS, Resources, ServiceStatus
 
 
@@ -28,6 +29,7 @@ class ControlPlane:
     keyring: Keyring
     accounts: Accounts
     resources: Resources
+    members: Members
     clock: Clock
 
     def verify_service_secret(self, service_id: str, presented: str) -> bool:
@@ -67,5 +69,10 @@ def open_control_plane(
     )
     resources = Resources(engine, keyring, clock=clock, secret_cache_seconds=secret_cache_seconds)
     return ControlPlane(
-        engine=engine, keyring=keyring, accounts=accounts, resources=resources, clock=clock
+        engine=engine,
+        keyring=keyring,
+        accounts=accounts,
+        resources=resources,
+        members=Members(engine, accounts, clock),
+        clock=clock,
     )

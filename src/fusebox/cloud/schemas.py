@@ -112,6 +112,40 @@ class CreateTokenRequest(_Request):
     scopes: Annotated[list[Scope], Field(min_length=1, max_length=len(SCOPES))]
 
 
+# Passwords a person chooses: long enough to be worth something, bounded for the hasher.
+NewPassword = Annotated[str, StringConstraints(min_length=8, max_length=1024)]
+
+
+class ChangePasswordRequest(_Request):
+    current_password: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    new_password: NewPassword
+
+
+# -- members --------------------------------------------------------------------------------
+
+MemberRole = Literal["owner", "admin", "member"]
+
+
+class Member(BaseModel):
+    workspace_id: str
+    user: User
+    role: MemberRole
+    created_at: Timestamp
+
+
+class AddMemberRequest(_Request):
+    email: Annotated[str, StringConstraints(min_length=3, max_length=320, pattern=_PRINTABLE)]
+    role: MemberRole = "member"
+    password: NewPassword | None = Field(
+        None, description="Creates the account when no user has this email; refused otherwise."
+    )
+    name: Name | None = None
+
+
+class SetRoleRequest(_Request):
+    role: MemberRole
+
+
 # -- resources ------------------------------------------------------------------------------
 
 

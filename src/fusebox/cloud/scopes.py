@@ -14,6 +14,8 @@ SCOPES: tuple[str, ...] = (
     "services:secrets",
     "tokens:read",
     "tokens:write",
+    "members:read",
+    "members:write",
 )
 ALL_SCOPES: frozenset[str] = frozenset(SCOPES)
 
