@@ -34,7 +34,9 @@ def build_tenant(cloud: CloudHarness, headers: dict[str, str], workspace_id: str
         "/services", {"environment_id": environment["id"], "type": "streams", "region": "local"}
     )
     token = post("/tokens", {"workspace_id": workspace_id, "name": "ci", "scopes": list(SCOPES)})
+    whoami = cloud.client.get(f"{API}/auth/whoami", headers=headers).json()
     return {
+        "user": whoami["user"]["id"],
         "headers": headers,
         "ws": workspace_id,
         "proj": project["id"],
@@ -97,6 +99,15 @@ def foreign_requests(victim: dict, own: dict) -> list[tuple[str, str, dict | Non
         ("POST", f"/services/{v['svc']}/rotate-secret", None, {"overlap_seconds": 0}),
         ("GET", f"/services/{v['svc']}/events", None, None),
         ("POST", f"/services/{v['svc']}/client-tokens", None, {"table": "items"}),
+        ("GET", f"/workspaces/{v['ws']}/members", None, None),
+        (
+            "POST",
+            f"/workspaces/{v['ws']}/members",
+            None,
+            {"email": "new@example.com", "role": "owner", "password": "long enough"},
+        ),
+        ("PATCH", f"/workspaces/{v['ws']}/members/{v['user']}", None, {"role": "member"}),
+        ("DELETE", f"/workspaces/{v['ws']}/members/{v['user']}", None, None),
     ]
 
 
@@ -115,6 +126,8 @@ def assert_untouched(cloud: CloudHarness, victim: dict) -> None:
     assert listed("/environments", project_id=victim["proj"]) == [victim["env"]]
     assert listed("/projects", workspace_id=victim["ws"]) == [victim["proj"]]
     assert listed("/tokens", workspace_id=victim["ws"]) == [victim["tok"]]
+    members = cloud.client.get(f"{API}/workspaces/{victim['ws']}/members", headers=headers)
+    assert [(m["user"]["id"], m["role"]) for m in members.json()] == [(victim["user"], "owner")]
     assert cloud.control.verify_service_secret(victim["svc"], victim["secret"])
 
 
@@ -148,12 +161,18 @@ def test_every_route_with_an_id_is_covered(cloud: CloudHarness, tenants) -> None
             body = operation.get("requestBody")
             if "{" in path or names & {"workspace_id", "project_id", "environment_id"} or body:
                 expected.add((method.upper(), path.removeprefix(API)))
-    expected -= {("POST", "/auth/login"), ("POST", "/workspaces")}  # no IDs in them
+    # No IDs in them:
+    expected -= {("POST", "/auth/login"), ("POST", "/workspaces"), ("POST", "/auth/password")}
     covered = set()
     for method, path, _query, _body in foreign_requests(a, b):
         template = path
-        for key in ("tok", "env", "svc_streams", "svc"):
-            kind = {"tok": "token_id", "env": "environment_id"}.get(key, "service_id")
+        for key in ("tok", "env", "svc_streams", "svc", "ws", "user"):
+            kind = {
+                "tok": "token_id",
+                "env": "environment_id",
+                "ws": "workspace_id",
+                "user": "user_id",
+            }.get(key, "service_id")
             template = template.replace(a[key], "{" + kind + "}")
         covered.add((method, template))
     assert expected <= covered, expected - covered
