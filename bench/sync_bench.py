@@ -1069,18 +1069,20 @@ def copy_floor(url: str) -> tuple[float, int]:
 
 
 def render_floor(url: str) -> float:
-    """The server's own snapshot query (Postgres renders every row as its JSON log item,
-    binary COPY), read and dropped: what Postgres alone costs the snapshot."""
+    """The server's own snapshot query (Postgres renders every row as its framed log item,
+    aggregated per page range, binary COPY), read and dropped: what Postgres alone costs
+    the snapshot."""
     sys.path.insert(0, str(Source.snapshot()))
     import asyncio
 
     from fusebox.sync.schema import inspect_table, session_options
-    from fusebox.sync.snapshot import snapshot_query
+    from fusebox.sync.snapshot import snapshot_query, table_layout
 
     async def query() -> str:
         async with await psycopg.AsyncConnection.connect(url) as conn:
             table = await inspect_table(conn, "public", "snap")
-        return snapshot_query(table, tuple(c.name for c in table.columns), None)
+            layout = await table_layout(conn, table)
+        return snapshot_query(table, tuple(c.name for c in table.columns), None, layout)
 
     sql = asyncio.run(query())
     with psycopg.connect(url, options=session_options()) as conn:

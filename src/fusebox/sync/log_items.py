@@ -1,8 +1,8 @@
 """Shape log items: the JSON objects clients receive, built in Python or in Postgres.
 
-Snapshots build items inside Postgres (one `json_build_object` per row, copied out in
-binary) and live changes build them here; both must produce the same keys and values, so
-the two builders sit side by side in this module.
+Snapshots build items inside Postgres (text concatenation per row, see
+`snapshot_items_sql`) and live changes build them here; both must produce the same keys and
+values, so the builders sit side by side in this module.
 
 A key is `"schema"."table"` followed by `/"value"` per primary-key column (`/` doubled,
 NULL as `/_`); relation names double `/` and `.`.
@@ -84,10 +84,6 @@ def snapshot_item_sql(
     table: Table, columns: tuple[str, ...], extra_headers: dict | None = None
 ) -> str:
     """A SQL expression rendering one row as its snapshot item (compact JSON text)."""
-    key_parts = [quote_literal(key_prefix(table))]
-    for column in table.primary_key:
-        text = _as_text(table, column)
-        key_parts.append(f"coalesce('/\"' || replace({text}, '/', '//') || '\"', '/_')")
     # json_object(keys[], values[]) has no argument limit, unlike json_build_object.
     names = ", ".join(quote_literal(column) for column in columns)
     values = ", ".join(_as_text(table, column) for column in columns)
@@ -96,11 +92,88 @@ def snapshot_item_sql(
     ).decode()
     return (
         "json_build_object("
-        f"'key', {' || '.join(key_parts)}, "
+        f"'key', {_key_sql(table)}, "
         f"'value', json_object(ARRAY[{names}]::text[], ARRAY[{values}]::text[]), "
         f"'headers', {quote_literal(headers)}::json"
         ")::text"
     )
+
+
+# Types whose text output (under `schema.SESSION_SETTINGS`) never holds a character JSON
+# escapes (`"`, `\\`, control characters): their values go into an item unescaped. Domains,
+# enums, arrays and anything not listed are escaped by `to_json`.
+_PLAIN_TYPES = frozenset(
+    {
+        "bool", "int2", "int4", "int8", "oid", "xid", "xid8", "float4", "float8", "numeric",
+        "date", "time", "timetz", "timestamp", "timestamptz", "interval", "uuid",
+        "bit", "varbit", "macaddr", "macaddr8", "inet", "cidr", "pg_lsn",
+    }
+)  # fmt: skip
+# Of those, the ones whose text never holds `/`, which keys double.
+_SLASH_FREE = _PLAIN_TYPES - {"inet", "cidr", "pg_lsn"}
+
+
+def _plain(table: Table, column: str, types: frozenset[str] = _PLAIN_TYPES) -> bool:
+    described = table.column(column)
+    return described is not None and described.kind == "b" and described.type_name in types
+
+
+def snapshot_items_sql(table: Table, columns: tuple[str, ...]) -> str:
+    """A SQL expression rendering one row as its framed snapshot item.
+
+    The result is the compact JSON item followed by the log's `,\\n` separator: what
+    `change_item` builds for an insert of the row, without the lsn/op_position/txids
+    headers. It is plain text concatenation, measured several times cheaper for Postgres
+    than `json_build_object`: values of `_PLAIN_TYPES` go in as they are, others through
+    `to_json`. Subset snapshots still use `snapshot_item_sql`.
+    """
+    pieces: list[tuple[bool, str]] = []  # (is SQL, text); literals are JSON text
+
+    def add(text: str, sql: bool = False) -> None:
+        if not sql and pieces and not pieces[-1][0]:
+            pieces[-1] = (False, pieces[-1][1] + text)
+        else:
+            pieces.append((sql, text))
+
+    if all(_plain(table, c, _SLASH_FREE) and _not_null(table, c) for c in table.primary_key):
+        add('{"key":' + orjson.dumps(key_prefix(table)).decode()[:-1])
+        for column in table.primary_key:
+            add('/\\"')
+            add(_as_text(table, column), sql=True)
+            add('\\"')
+        add('"')
+    else:
+        add('{"key":')
+        add(f"to_json({_key_sql(table)})::text", sql=True)
+    add(',"value":{')
+    for index, column in enumerate(columns):
+        add(("," if index else "") + orjson.dumps(column).decode() + ":")
+        text = _as_text(table, column)
+        if not _plain(table, column):
+            add(f"coalesce(to_json({text})::text, 'null')", sql=True)
+        elif _not_null(table, column):
+            add('"')
+            add(text, sql=True)
+            add('"')
+        else:
+            add(f"coalesce('\"' || {text} || '\"', 'null')", sql=True)
+    headers = orjson.dumps({"operation": "insert", "relation": table.relation}).decode()
+    add('},"headers":' + headers + "},\n")
+    return " || ".join(text if sql else quote_literal(text) for sql, text in pieces)
+
+
+def _not_null(table: Table, column: str) -> bool:
+    described = table.column(column)
+    return described is not None and described.not_null
+
+
+def _key_sql(table: Table) -> str:
+    """The key as SQL text, as `build_key` builds it."""
+    parts = [quote_literal(key_prefix(table))]
+    for column in table.primary_key:
+        text = _as_text(table, column)
+        parts.append(f"coalesce('/\"' || replace({text}, '/', '//') || '\"', '/_')")
+    return " || ".join(parts)
 
 
 def _as_text(table: Table, column: str) -> str:

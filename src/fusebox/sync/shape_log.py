@@ -71,43 +71,62 @@ class ShapeLog:
     # -- writing ------------------------------------------------------------------------
 
     def append_snapshot(
-        self, rows: list[bytes], end: tuple[int, int, list[int]] | None = None
+        self, framed: bytes = b"", end: tuple[int, int, list[int]] | None = None
     ) -> asyncio.Future[None]:
-        """Queue snapshot rows; `end` (xmin, xmax, xip) closes the snapshot."""
-        items: list[tuple[Offset | None, bytes, bool]] = [(None, row, False) for row in rows]
+        """Queue framed snapshot items; `end` (xmin, xmax, xip) closes the snapshot.
+
+        `framed` is whole items, each compact JSON plus `,\\n`. Compact JSON holds no raw
+        newline, so chunk cuts are found with `find`, not by walking the items.
+        """
+        position = self.stream.pending.tail
+        boundaries: list[tuple[Offset, int, bool]] = []
+        search = 0
+        while True:
+            # The cut follows the first item ending at least chunk_bytes into the chunk.
+            threshold = self._chunk_start + self.chunk_bytes - position - len(SEPARATOR)
+            found = framed.find(SEPARATOR, max(search, threshold))
+            if found < 0:
+                break
+            search = found + len(SEPARATOR)
+            self._cut(boundaries, (0, self._snapshot_chunk), position + search)
+        parts = [framed]
         if end is not None:
             xmin, xmax, xip = end
             marker = control_item(
                 "snapshot-end", xmin=str(xmin), xmax=str(xmax), xip_list=[str(x) for x in xip]
             )
-            items.append((None, marker, True))
-        return self._append(items)
+            parts += (marker, SEPARATOR)
+            end_position = position + len(framed) + len(marker) + len(SEPARATOR)
+            self._cut(boundaries, (0, self._snapshot_chunk), end_position)
+            self.snapshot_done = True
+        return self._submit(b"".join(parts), boundaries, end is not None)
+
+    def _cut(self, boundaries: list[tuple[Offset, int, bool]], offset: Offset, at: int) -> None:
+        boundaries.append((offset, at, True))
+        self._chunk_start = at
+        if offset[0] == 0:
+            self._snapshot_chunk += 1
 
     def append_changes(self, items: list[tuple[Offset, bytes]]) -> asyncio.Future[None]:
         """Queue one transaction's items (the last one carries `last: true`)."""
-        return self._append([(offset, item, False) for offset, item in items])
-
-    def _append(self, items: list[tuple[Offset | None, bytes, bool]]) -> asyncio.Future[None]:
         position = self.stream.pending.tail
         boundaries: list[tuple[Offset, int, bool]] = []
         parts: list[bytes] = []
-        for index, (offset, item, ends_snapshot) in enumerate(items):
+        for index, (offset, item) in enumerate(items):
             parts.append(item)
             parts.append(SEPARATOR)
             position += len(item) + len(SEPARATOR)
-            if offset is None:
-                offset = (0, self._snapshot_chunk)
-            cut = ends_snapshot or position - self._chunk_start >= self.chunk_bytes
-            if cut:
-                self._chunk_start = position
-                if offset[0] == 0:
-                    self._snapshot_chunk += 1
-            if cut or (index == len(items) - 1 and offset[0] != 0):
-                boundaries.append((offset, position, cut))
-            if ends_snapshot:
-                self.snapshot_done = True
-        _, commit = self.engine.append_framed(self.stream, b"".join(parts))
-        self._pending.append((commit, boundaries, any(item[2] for item in items)))
+            if position - self._chunk_start >= self.chunk_bytes:
+                self._cut(boundaries, offset, position)
+            elif index == len(items) - 1:
+                boundaries.append((offset, position, False))
+        return self._submit(b"".join(parts), boundaries, False)
+
+    def _submit(
+        self, framed: bytes, boundaries: list[tuple[Offset, int, bool]], ends_snapshot: bool
+    ) -> asyncio.Future[None]:
+        _, commit = self.engine.append_framed(self.stream, framed)
+        self._pending.append((commit, boundaries, ends_snapshot))
         commit.add_done_callback(self._published)
         return commit
 

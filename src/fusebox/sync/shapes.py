@@ -27,7 +27,13 @@ from fusebox.sync.router import Router
 from fusebox.sync.schema import Table, TableNotFound, inspect_table, session_options
 from fusebox.sync.shape import ShapeDefinition, ShapeError
 from fusebox.sync.shape_log import ShapeLog
-from fusebox.sync.snapshot import Visibility, begin_snapshot, copy_rows, snapshot_query
+from fusebox.sync.snapshot import (
+    Visibility,
+    begin_snapshot,
+    copy_items,
+    snapshot_query,
+    table_layout,
+)
 from fusebox.sync.where import ColumnType, WhereClause, WhereError, WhereEvalError, compile_where
 
 log = logging.getLogger("fusebox.sync")
@@ -165,7 +171,7 @@ class Shapes:
                 await prepared
         self._register(shape)
         if definition.log_mode == "changes_only":
-            shape.log.append_snapshot([], end=(0, 0, []))
+            shape.log.append_snapshot(end=(0, 0, []))
             await self._record(
                 {"op": "create", "handle": handle, "definition": definition.to_json()}
             )
@@ -263,17 +269,18 @@ class Shapes:
                 )
                 started.set_result(None)
                 where_sql = shape.where.sql if shape.where is not None else None
-                query = snapshot_query(shape.table, shape.columns, where_sql)
+                layout = await table_layout(conn, shape.table)
+                query = snapshot_query(shape.table, shape.columns, where_sql, layout)
                 previous: asyncio.Future[None] | None = None
-                async for rows in copy_rows(conn, query, self.chunk_bytes):
-                    commit = shape.log.append_snapshot(rows)
+                async for framed in copy_items(conn, query, self.chunk_bytes):
+                    commit = shape.log.append_snapshot(framed)
                     # Keep at most one batch in flight: memory stays bounded by the chunk size.
                     if previous is not None:
                         await asyncio.shield(previous)
                     previous = commit
                 await conn.rollback()
             end = (visibility.xmin, visibility.xmax, sorted(visibility.xip))
-            await asyncio.shield(shape.log.append_snapshot([], end=end))
+            await asyncio.shield(shape.log.append_snapshot(end=end))
             # Transactions held while the snapshot ran: those it already saw are skipped
             # (some arrived before its visibility was known). More are held while these
             # commit, until the task ends: drain until none is left.

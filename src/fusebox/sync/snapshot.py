@@ -1,7 +1,8 @@
 """Initial snapshots: a shape's rows as of one consistent Postgres snapshot.
 
-The rows are rendered as log items by Postgres itself (see `log_items.snapshot_item_sql`)
-and copied out in binary COPY format, so Python only slices bytes. The snapshot's
+The rows are rendered as framed log items by Postgres itself (see
+`log_items.snapshot_items_sql`), aggregated per range of heap pages and copied out in
+binary COPY format, so Python handles a few large blocks, not a million rows. The snapshot's
 visibility (`pg_current_snapshot()`: xmin, xmax, in-progress xids) decides which
 replicated transactions the snapshot already contains; those are skipped, the rest follow
 it in the log, so no change is lost or doubled between snapshot and log.
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from fusebox.sync.log_items import quote_ident, snapshot_item_sql
+from fusebox.sync.log_items import quote_ident, snapshot_items_sql
 from fusebox.sync.schema import Table
 
 _BINARY_HEADER = 19  # signature (11) + flags (4) + header extension length (4)
@@ -48,11 +49,77 @@ class Visibility:
         return (self.xmin + distance) not in self.xip
 
 
-def snapshot_query(table: Table, columns: tuple[str, ...], where_sql: str | None) -> str:
+# Heap bytes per aggregated group: with items 2-4x the heap size, COPY messages of a
+# few hundred KiB. At most 16 pages, so that a group's text stays below Postgres's 1 GB
+# limit even for pages full of highly compressed inline values (about 2 MiB of text per
+# 8 KiB page at lz4's best ratio, times 6 if every character needs a \u escape).
+_GROUP_HEAP_BYTES = 128 * 1024
+_MAX_GROUP_PAGES = 16
+_LAST_PAGE = 4294967295  # above every block number: the last group is open-ended
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """What decides how a snapshot is copied: see `snapshot_query`."""
+
+    kind: str  # pg_class.relkind
+    pages: int  # heap pages
+    block_size: int
+    toast_bytes: int  # out-of-line values (their TOAST relation's size)
+
+    @property
+    def grouped(self) -> bool:
+        return self.kind == "r" and self.toast_bytes == 0
+
+
+async def table_layout(conn: psycopg.AsyncConnection, table: Table) -> Layout:
+    """The table's layout, read inside the snapshot's transaction."""
+    cursor = await conn.execute(
+        "SELECT c.relkind::text, pg_relation_size(c.oid),"
+        " current_setting('block_size')::int,"
+        " coalesce(pg_relation_size(nullif(c.reltoastrelid, 0)), 0)"
+        " FROM pg_class c WHERE c.oid = %s",
+        (table.oid,),
+    )
+    row = await cursor.fetchone()
+    if row is None:
+        return Layout("?", 0, 8192, 0)
+    kind, size, block_size, toast = row
+    return Layout(kind, size // block_size, block_size, toast)
+
+
+def snapshot_query(
+    table: Table, columns: tuple[str, ...], where_sql: str | None, layout: Layout | None = None
+) -> str:
+    """The COPY of a shape's snapshot: each tuple is one or more framed items.
+
+    Postgres renders every row as its framed item (`snapshot_items_sql`). Copied one row
+    per message, reading the messages cost this process more than Postgres spent on
+    them, so rows are aggregated (`string_agg`) per range of heap pages, read by TID range
+    scans: a few hundred messages of a few MiB each for a million rows. Tables with
+    out-of-line (TOAST) values, and partitioned tables, are copied a row per message:
+    there a group's text has no useful bound.
+    """
     source = f"{quote_ident(table.schema)}.{quote_ident(table.name)}"
-    where = f" WHERE {where_sql}" if where_sql else ""
-    item = snapshot_item_sql(table, columns)
-    return f"COPY (SELECT {item} FROM {source}{where}) TO STDOUT (FORMAT binary)"
+    item = snapshot_items_sql(table, columns)
+    if layout is None or not layout.grouped:
+        where = f" WHERE {where_sql}" if where_sql else ""
+        return f"COPY (SELECT {item} FROM {source}{where}) TO STDOUT (FORMAT binary)"
+    step = max(1, min(_MAX_GROUP_PAGES, _GROUP_HEAP_BYTES // layout.block_size))
+    last = layout.pages
+    # Qualified names: the table's own columns must not shadow the page number.
+    first = "_fusebox_pages.first_page"
+    upper = f"CASE WHEN {first} + {step} > {last} THEN {_LAST_PAGE} ELSE {first} + {step} END"
+    where = f" AND ({where_sql})" if where_sql else ""
+    group = (
+        f"SELECT string_agg({item}, '') FROM {source} AS _fusebox_rows"
+        f" WHERE _fusebox_rows.ctid >= format('(%s,0)', {first})::tid"
+        f" AND _fusebox_rows.ctid < format('(%s,0)', {upper})::tid{where}"
+    )
+    return (
+        f"COPY (SELECT ({group}) FROM generate_series(0, {last}, {step})"
+        " AS _fusebox_pages(first_page)) TO STDOUT (FORMAT binary)"
+    )
 
 
 async def begin_snapshot(conn: psycopg.AsyncConnection) -> Visibility:
@@ -64,33 +131,34 @@ async def begin_snapshot(conn: psycopg.AsyncConnection) -> Visibility:
     return Visibility.parse(row[0])
 
 
-async def copy_rows(
+async def copy_items(
     conn: psycopg.AsyncConnection, query: str, batch_bytes: int
-) -> AsyncIterator[list[bytes]]:
-    """Yield the snapshot's items in batches of about `batch_bytes`."""
-    batch: list[bytes] = []
+) -> AsyncIterator[bytes]:
+    """Yield the snapshot's framed items in blocks of about `batch_bytes`.
+
+    Each item's bytes are copied once, into the block: tuples are sliced out of psycopg's
+    buffers as memoryviews, which keep those buffers alive until the join.
+    """
+    parts: list[memoryview] = []
     size = 0
     first = True
     async with conn.cursor().copy(query) as copy:
         async for block in copy:
-            data = bytes(block)
-            if first:
-                data = data[_BINARY_HEADER:]
-                first = False
-            position = 0
-            end = len(data)
-            while position + 2 <= end:
-                fields, length = (
-                    _FIELD.unpack_from(data, position) if position + 6 <= end else (-1, 0)
-                )
+            position = _BINARY_HEADER if first else 0
+            first = False
+            end = len(block)
+            # Usually one tuple per message; a tuple is (field count, length, text).
+            while position + 6 <= end:
+                fields, length = _FIELD.unpack_from(block, position)
                 if fields == -1:
                     break  # the trailer
-                start = position + 6
-                batch.append(data[start : start + length])
-                size += length
-                position = start + length
+                position += 6
+                if length > 0:  # -1: a range of pages without rows
+                    parts.append(block[position : position + length])
+                    size += length
+                    position += length
             if size >= batch_bytes:
-                yield batch
-                batch, size = [], 0
-    if batch:
-        yield batch
+                yield b"".join(parts)
+                parts, size = [], 0
+    if parts:
+        yield b"".join(parts)
