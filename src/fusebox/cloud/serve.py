@@ -22,6 +22,7 @@ from fusebox.cloud.api import create_admin_app
 from fusebox.cloud.control import open_control_plane
 from fusebox.cloud.gateway import Gateway, ShapeTokens
 from fusebox.cloud.platform import Platform, PlatformSettings
+from fusebox.collector import HeapFreezer
 from fusebox.http.asgi import AsgiMount
 from fusebox.http.messages import Request, Response
 from fusebox.http.server import HttpServer
@@ -129,6 +130,8 @@ def _sign_in_message(server: PlatformServer) -> str:
 async def serve(settings: ServeSettings) -> None:
     server = PlatformServer(settings)
     await server.start()
+    heap = HeapFreezer()
+    heap.start()
     # The sign-in details go to the terminal, never to the log.
     print(_sign_in_message(server), file=sys.stdout, flush=True)
     stop = asyncio.Event()
@@ -137,4 +140,5 @@ async def serve(settings: ServeSettings) -> None:
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     log.info("stopping")
+    await heap.stop()
     await server.stop()

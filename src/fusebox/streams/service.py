@@ -8,6 +8,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+from fusebox.collector import HeapFreezer
 from fusebox.http.server import HttpServer, ServerLimits
 from fusebox.streams.engine import StreamEngine
 from fusebox.streams.protocol import StreamsProtocol
@@ -67,6 +68,8 @@ async def serve(settings: StreamsSettings, ready: asyncio.Event | None = None) -
     """Serve until SIGINT or SIGTERM, then stop cleanly (checkpointing the log)."""
     server = StreamsServer(settings)
     await server.start()
+    heap = HeapFreezer()
+    heap.start()
     log.info(
         "Durable Streams server listening on http://%s:%d/v1/stream/ (data in %s)",
         settings.host,
@@ -81,4 +84,5 @@ async def serve(settings: StreamsSettings, ready: asyncio.Event | None = None) -
         ready.set()
     await stop.wait()
     log.info("stopping")
+    await heap.stop()
     await server.stop()

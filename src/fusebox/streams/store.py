@@ -10,13 +10,23 @@ The file backend (`FileStore`):
 - one shared write-ahead log (WAL), group-committed: records submitted while a flush is
   in progress form the next batch, which costs one write and one fdatasync whatever the
   number of streams it touches (per-stream fsyncs cap a server at 5-7k appends/s here);
-- after the WAL is durable, each stream's bytes are written to its own data file with
-  pwrite, unsynced; those files are the wire bytes that reads serve;
-- a checkpoint fsyncs the data files written since the last one, writes the engine's
-  snapshot, and drops the WAL segments the snapshot covers.
+- after the WAL is durable, each stream's bytes join that stream's in-memory tail; a tail
+  is written to the stream's own data file (pwrite, unsynced) once it holds `tail_bytes`,
+  when all tails together pass `buffer_bytes`, and before every checkpoint. Reads are
+  served from the file and the tail, so the data files plus tails are the wire bytes;
+- a checkpoint writes out the tails, fsyncs the data files written since the last one,
+  writes the engine's snapshot, and drops the WAL segments the snapshot covers.
 
-Only the loop thread submits and reads; one writer thread does WAL and data-file writes,
-another thread does checkpoints.
+Why tails: writing every batch through to the data files costs an open file per stream
+it touches. With 10,000 shape logs each getting one small append per batch, the writer
+thread spent its time opening and closing descriptors (a bounded cache cannot hold them
+all), holding the GIL the event loop needs: CPU per change doubled from 1,000 to 10,000
+shapes. The WAL already holds every durable byte, so the data files may lag it until the
+next checkpoint; recovery replays the WAL into them.
+
+Only the loop thread submits and reads; one writer thread does WAL writes and owns the
+tails, another thread does checkpoints. Reads need no lock: the writer only extends a
+tail, and swaps in a fresh one after its bytes are in the file.
 """
 
 from __future__ import annotations
@@ -67,11 +77,21 @@ class LogStore(Protocol):
     async def close(self) -> None: ...
 
 
+class _Tail:
+    """Durable bytes of one stream not yet in its data file, starting at file offset `start`."""
+
+    __slots__ = ("buffer", "start")
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+        self.buffer = bytearray()
+
+
 class _FileHandles:
     """A bounded LRU of open file descriptors, one cache per thread that uses it."""
 
     def __init__(self, directory: Path, flags: int, capacity: int) -> None:
-        self._directory = directory
+        self._prefix = f"{directory}{os.sep}"  # not pathlib: this is on the write path
         self._flags = flags
         self._capacity = capacity
         self._open: OrderedDict[int, int] = OrderedDict()
@@ -81,7 +101,7 @@ class _FileHandles:
         if fd is not None:
             self._open.move_to_end(stream_id)
             return fd
-        fd = os.open(self._directory / f"{stream_id}.data", self._flags, 0o600)
+        fd = os.open(f"{self._prefix}{stream_id}.data", self._flags, 0o600)
         self._open[stream_id] = fd
         if len(self._open) > self._capacity:
             _, evicted = self._open.popitem(last=False)
@@ -112,6 +132,8 @@ class FileStore:
         directory: str | os.PathLike[str],
         segment_bytes: int = 64 * 1024 * 1024,
         open_files: int = 1024,
+        tail_bytes: int = 64 * 1024,
+        buffer_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         self.directory = Path(directory)
         self._wal_dir = self.directory / "wal"
@@ -132,6 +154,10 @@ class FileStore:
         self._failed: BaseException | None = None
         self._on_durable: Callable[[list[Record]], None] = lambda records: None
         self._snapshot: Callable[[], dict] = dict
+        self._tail_bytes = tail_bytes
+        self._buffer_bytes = buffer_bytes
+        self._tails: dict[int, _Tail] = {}
+        self._buffered = 0
         self._write_handles = _FileHandles(self._data_dir, os.O_RDWR | os.O_CREAT, open_files)
         self._read_handles = _FileHandles(self._data_dir, os.O_RDONLY, open_files)
 
@@ -246,7 +272,47 @@ class FileStore:
         os.fdatasync(self._wal_fd)
         self._wal_size += len(payload)
         for record in records:
+            if record.kind == APPEND and record.data:
+                self._buffer(record)
+            else:
+                self._apply_files(record)
+        if self._buffered >= self._buffer_bytes:
+            self._write_tails()
+
+    def _buffer(self, record: Record) -> None:
+        tail = self._tails.get(record.stream_id)
+        if tail is None:
+            tail = self._tails[record.stream_id] = _Tail(record.file_position)
+        elif tail.start + len(tail.buffer) != record.file_position:
+            # Not contiguous (never expected): put the tail in the file, then this record.
+            self._write_tail(record.stream_id)
             self._apply_files(record)
+            return
+        tail.buffer += record.data
+        self._buffered += len(record.data)
+        if len(tail.buffer) >= self._tail_bytes:
+            self._write_tail(record.stream_id)
+
+    def _write_tail(self, stream_id: int) -> None:
+        tail = self._tails.get(stream_id)
+        if tail is None:
+            return
+        data = tail.buffer
+        fd = self._write_handles.get(stream_id)
+        view = memoryview(data)
+        position = tail.start
+        while view:
+            written = os.pwrite(fd, view, position)
+            view, position = view[written:], position + written
+        view.release()
+        # Only now that the bytes are in the file: a reader that finds no tail reads the
+        # file, and one holding this tail still finds its bytes in it.
+        del self._tails[stream_id]
+        self._buffered -= len(data)
+
+    def _write_tails(self) -> None:
+        for stream_id in list(self._tails):
+            self._write_tail(stream_id)
 
     def _apply_files(self, record: Record) -> None:
         if record.kind in (APPEND, CREATE):
@@ -255,6 +321,9 @@ class FileStore:
                 os.pwrite(fd, record.data, record.file_position)
         elif record.kind == DELETE:
             for stream_id in record.meta.get("drop", ()):
+                tail = self._tails.pop(stream_id, None)
+                if tail is not None:
+                    self._buffered -= len(tail.buffer)
                 self._write_handles.drop(stream_id)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self._data_dir / f"{stream_id}.data")
@@ -274,6 +343,9 @@ class FileStore:
     async def _run_checkpoint(self, snapshot: dict, segment: int) -> None:
         """Make `snapshot` the recovery point for everything before WAL `segment`."""
         dirty, self._dirty = self._dirty, set()
+        # The tails hold bytes of the segments this checkpoint drops: into the files first.
+        # On the writer thread, which owns the tails, after every write already queued.
+        await asyncio.get_running_loop().run_in_executor(self._writer, self._write_tails)
 
         def checkpoint() -> None:
             for stream_id in dirty:
@@ -313,8 +385,16 @@ class FileStore:
         """Bytes [start, end) of a stream's own data file; only durable ranges are asked for."""
         if end <= start:
             return b""
-        fd = self._read_handles.get(stream_id)
-        return os.pread(fd, end - start, start)
+        tail = self._tails.get(stream_id)
+        if tail is None or end <= tail.start:
+            return os.pread(self._read_handles.get(stream_id), end - start, start)
+        # Read `start` before slicing: the writer may extend the buffer meanwhile, never
+        # change what is in it.
+        tail_start = tail.start
+        if start >= tail_start:
+            return bytes(tail.buffer[start - tail_start : end - tail_start])
+        head = os.pread(self._read_handles.get(stream_id), tail_start - start, start)
+        return head + bytes(tail.buffer[: end - tail_start])
 
     def forget(self, stream_id: int) -> None:
         self._read_handles.drop(stream_id)

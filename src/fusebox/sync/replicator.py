@@ -18,13 +18,12 @@ nothing it sent is still unacknowledged, so an idle slot does not hold WAL forev
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import multiprocessing.connection
 import signal
-from collections.abc import Iterator
 from dataclasses import dataclass
 
+from fusebox.collector import collector_paused
 from fusebox.sync.changes import Transaction
 from fusebox.sync.replication import pgoutput as pg
 from fusebox.sync.replication.client import (
@@ -48,26 +47,6 @@ log = logging.getLogger("fusebox.sync.replicator")
 
 # How long one poll may block: bounds how late an acknowledgement from the parent is sent.
 POLL_SECONDS = 0.02
-
-
-@contextlib.contextmanager
-def collector_paused() -> Iterator[None]:
-    """Pause Python's cycle collector while a batch of transactions is built or read.
-
-    A batch is hundreds of thousands of objects that all stay alive until it is sent or
-    routed, so collections triggered meanwhile traverse them again and again and free
-    nothing: 20-30% of the time on both sides of the pipe for large transactions.
-    Reference counting still frees everything as usual; only the search for reference
-    cycles waits until the batch is done.
-    """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 @dataclass(frozen=True)

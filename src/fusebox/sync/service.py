@@ -25,6 +25,7 @@ from pathlib import Path
 import orjson
 import psycopg
 
+from fusebox.collector import HeapFreezer, collector_paused
 from fusebox.http.server import HttpServer
 from fusebox.streams.engine import StreamEngine
 from fusebox.streams.store import FileStore
@@ -163,7 +164,7 @@ class Replication:
 
         def readable() -> None:
             # Unpickling and routing a batch builds many long-lived objects at once.
-            with replicator.collector_paused():
+            with collector_paused():
                 drain()
 
         def drain() -> None:
@@ -365,6 +366,8 @@ class SyncServer:
 async def serve(settings: SyncSettings) -> None:
     server = SyncServer(settings)
     await server.start()
+    heap = HeapFreezer()
+    heap.start()
     log.info(
         "Electric-compatible sync service on http://%s:%d/v1/shape (data in %s)",
         settings.host,
@@ -376,4 +379,5 @@ async def serve(settings: SyncSettings) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
+    await heap.stop()
     await server.stop()

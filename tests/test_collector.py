@@ -1,0 +1,49 @@
+"""The cycle-collector policy of long-running servers (fusebox.collector)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+
+from fusebox.collector import HeapFreezer, collector_paused
+
+
+class Node:
+    def __init__(self) -> None:
+        self.other: Node | None = None
+
+
+def make_cycle() -> weakref.ref[Node]:
+    a, b = Node(), Node()
+    a.other, b.other = b, a
+    return weakref.ref(a)
+
+
+def test_collector_paused_restores_the_previous_state() -> None:
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+        with collector_paused():  # nested: the inner exit must not re-enable early
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+
+
+def test_frozen_heap_is_skipped_then_thawed_and_collected() -> None:
+    async def scenario() -> None:
+        heap = HeapFreezer(freeze_seconds=0.05, thaw_seconds=0.2)
+        heap.start()
+        try:
+            assert gc.get_freeze_count() > 0
+            cycle = make_cycle()  # garbage from birth, but it lives until a collection
+            await asyncio.sleep(0.08)  # a freeze passes: the cycle is now frozen
+            gc.collect()
+            assert cycle() is not None, "a full collection must not look at frozen objects"
+            await asyncio.sleep(0.3)  # a thaw passes: unfrozen, collected, frozen again
+            assert cycle() is None
+        finally:
+            await heap.stop()
+        assert gc.get_freeze_count() == 0
+
+    asyncio.run(scenario())
