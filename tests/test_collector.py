@@ -47,3 +47,20 @@ def test_frozen_heap_is_skipped_then_thawed_and_collected() -> None:
         assert gc.get_freeze_count() == 0
 
     asyncio.run(scenario())
+
+
+def test_idle_collector_collects_between_transactions_only() -> None:
+    from fusebox.collector import IdleCollector
+
+    collector = IdleCollector(idle_seconds=0.0, max_seconds=3600.0)
+    try:
+        assert not gc.isenabled()
+        cycle = make_cycle()
+        gc.collect(0)  # young collections would find it; none runs by itself now
+        cycle = make_cycle()
+        collector.tick(busy=True)  # a transaction in flight: not now
+        assert cycle() is not None
+        collector.tick(busy=False)
+        assert cycle() is None
+    finally:
+        gc.enable()

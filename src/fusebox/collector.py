@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import time
 from collections.abc import Iterator
 
 
@@ -71,3 +72,25 @@ class HeapFreezer:
                 await self._task
             self._task = None
         gc.unfreeze()
+
+
+class IdleCollector:
+    """Cycle collection for a process whose only large state is work in flight.
+
+    The replication process holds little but the transaction it is assembling, and a
+    large one survives many polls: each automatic collection re-walked its rows (1 us
+    per row, 17% of the process). So the automatic collector is off there, and `tick`
+    collects between transactions, or every `max_seconds` if one never ends.
+    """
+
+    def __init__(self, idle_seconds: float = 5.0, max_seconds: float = 60.0) -> None:
+        self.idle_seconds = idle_seconds
+        self.max_seconds = max_seconds
+        self._last = time.monotonic()
+        gc.disable()
+
+    def tick(self, *, busy: bool) -> None:
+        elapsed = time.monotonic() - self._last
+        if elapsed >= self.max_seconds or (not busy and elapsed >= self.idle_seconds):
+            gc.collect()
+            self._last = time.monotonic()

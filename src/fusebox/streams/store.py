@@ -280,18 +280,24 @@ class FileStore:
             self._write_tails()
 
     def _buffer(self, record: Record) -> None:
+        data = record.data
         tail = self._tails.get(record.stream_id)
+        if tail is not None and tail.start + len(tail.buffer) != record.file_position:
+            self._write_tail(record.stream_id)  # not contiguous (never expected)
+            tail = None
         if tail is None:
+            if len(data) >= self._tail_bytes:
+                self._apply_files(record)  # a tail's worth by itself: straight to the file
+                return
             tail = self._tails[record.stream_id] = _Tail(record.file_position)
-        elif tail.start + len(tail.buffer) != record.file_position:
-            # Not contiguous (never expected): put the tail in the file, then this record.
+        elif len(tail.buffer) + len(data) >= self._tail_bytes:
+            # The tail is full: write it, then the record, without copying one into the other
+            # (large transactions append tens of MB at once).
             self._write_tail(record.stream_id)
             self._apply_files(record)
             return
-        tail.buffer += record.data
-        self._buffered += len(record.data)
-        if len(tail.buffer) >= self._tail_bytes:
-            self._write_tail(record.stream_id)
+        tail.buffer += data
+        self._buffered += len(data)
 
     def _write_tail(self, stream_id: int) -> None:
         tail = self._tails.get(stream_id)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import orjson
+
 from fusebox.sync.replication.pgoutput import UNCHANGED_TOAST
 
 Row = dict[str, str | None]
@@ -18,10 +20,19 @@ Row = dict[str, str | None]
 
 @dataclass(slots=True)
 class Change:
+    """One row change. `new` and `old` are dicts where changes are routed.
+
+    In the replication process they are still the decoded value tuples, with the
+    relation's column names in `columns` (see `encode_batch`): building, shipping and
+    freeing dicts there was ~3 us of its ~8.5 us per row, and the routing side builds
+    each dict once either way.
+    """
+
     operation: str  # insert | update | delete
     relation: tuple[str, str]
     new: Row | None = None
     old: Row | None = None
+    columns: tuple[str, ...] | None = None
 
 
 @dataclass(slots=True)
@@ -33,17 +44,63 @@ class Transaction:
     # Relations the transaction truncated.
     truncated: list[tuple[str, str]] = field(default_factory=list)
 
-    def __reduce__(self):
-        # Transactions cross a pipe in bulk. Pickling each Change as a slotted dataclass
-        # costs several times more than as a plain tuple, on both sides.
-        changes = [(c.operation, c.relation, c.new, c.old) for c in self.changes]
-        return (_transaction, (self.xid, self.lsn, changes, self.truncated))
+
+# -- crossing the pipe ---------------------------------------------------------------------
+#
+# Transactions go from the replication process to the routing side in batches, as one
+# orjson document: [[relation, ...], [[xid, lsn, end_lsn, [change, ...], truncated], ...]]
+# with a relation as [schema, name, [column, ...]] and a change as [operation, relation
+# index, new values, old values]. Measured on 100,000-row transactions, pickle spent
+# ~2 us per row on the replication side (it memoizes every value string), orjson a
+# fraction of that. An unchanged TOASTed value travels as "\x00", which no Postgres text
+# value can contain.
+
+_TOAST_WIRE = "\x00"
 
 
-def _transaction(
-    xid: int, lsn: int, changes: list[tuple], truncated: list[tuple[str, str]]
-) -> Transaction:
-    return Transaction(xid, lsn, [Change(*change) for change in changes], truncated)
+def _wire_value(value: object) -> str:
+    if value is UNCHANGED_TOAST:
+        return _TOAST_WIRE
+    raise TypeError(f"cannot ship a {type(value).__name__} value")  # binary mode is never used
+
+
+def encode_batch(batch: list[tuple[Transaction, int]]) -> bytes:
+    """Transactions (rows still value tuples, see `Change`) with their end LSNs."""
+    relations: dict[tuple, int] = {}
+    table: list[list] = []
+    shipped = []
+    for transaction, end_lsn in batch:
+        changes = []
+        for change in transaction.changes:
+            key = (change.relation, change.columns)
+            index = relations.get(key)
+            if index is None:
+                index = relations[key] = len(table)
+                table.append([change.relation[0], change.relation[1], change.columns])
+            changes.append([change.operation, index, change.new, change.old])
+        shipped.append([transaction.xid, transaction.lsn, end_lsn, changes, transaction.truncated])
+    return orjson.dumps([table, shipped], default=_wire_value)
+
+
+def decode_batch(data: bytes) -> list[tuple[Transaction, int]]:
+    """The routing side of `encode_batch`: rows become dicts."""
+    table, shipped = orjson.loads(data)
+    relations = [((schema, name), tuple(columns)) for schema, name, columns in table]
+    batch = []
+    for xid, lsn, end_lsn, changes, truncated in shipped:
+        built = []
+        for operation, index, new, old in changes:
+            relation, columns = relations[index]
+            if new is not None:
+                if operation == "update" and _TOAST_WIRE in new:
+                    new = [UNCHANGED_TOAST if v == _TOAST_WIRE else v for v in new]
+                new = dict(zip(columns, new, strict=True))
+            if old is not None:
+                old = dict(zip(columns, old, strict=True))
+            built.append(Change(operation, relation, new, old))
+        transaction = Transaction(xid, lsn, built, [tuple(r) for r in truncated])
+        batch.append((transaction, end_lsn))
+    return batch
 
 
 @dataclass(slots=True)
@@ -124,12 +181,14 @@ def shape_items(
         value = _pick(new, selected)
         old_value = {c: old.get(c) for c in changed}
         return [ShapeItem("update", new_key, value, op_position, old_value=old_value)]
-    value = _pick(new, primary_key)
+    value = dict(_pick(new, primary_key))  # a copy: `_pick` may return the row itself
     value.update({c: new.get(c) for c in changed})
     return [ShapeItem("update", new_key, value, op_position)]
 
 
 def _pick(row: Row, columns: tuple[str, ...]) -> Row:
+    """The row narrowed to `columns`; the row itself when that is all of it, in order
+    (whole-row shapes): items are encoded at once and never changed, so no copy."""
     if len(row) == len(columns) and tuple(row) == columns:
-        return dict(row)  # every column, in order (whole-row shapes): a plain copy is faster
+        return row
     return {c: row.get(c) for c in columns}

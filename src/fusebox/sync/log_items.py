@@ -68,6 +68,66 @@ def change_item(
     return orjson.dumps(item)
 
 
+_OPERATIONS = {
+    op: b',"headers":{"operation":"' + op.encode() + b'","relation":'
+    for op in ("insert", "update", "delete")
+}
+
+
+class ChangeEncoder:
+    """`change_item` for the items of one transaction in one shape, as byte templates.
+
+    Everything but the key, the values and the op position is the same for the whole
+    transaction, so it is encoded once; the output is byte-for-byte what `change_item`
+    gives. Building the nested dicts for orjson was a third of the routing side's time
+    when one shape takes every row.
+    """
+
+    __slots__ = ("_lsn", "_middle", "_relation", "_txids", "_xid")
+
+    def __init__(self, relation: tuple[str, str], lsn: int, xid: int) -> None:
+        self._relation = relation
+        self._lsn = lsn
+        self._xid = xid
+        self._middle = (
+            orjson.dumps(relation) + b',"lsn":"' + str(lsn).encode() + b'","op_position":'
+        )
+        self._txids = b',"txids":[' + str(xid).encode() + b"]"
+
+    def encode(
+        self,
+        operation: str,
+        key: str,
+        value: Row,
+        op_position: int,
+        *,
+        old_value: Row | None = None,
+        last: bool = False,
+        extra: dict | None = None,
+    ) -> bytes:
+        if extra:  # key changes: rare, and their headers vary
+            return change_item(
+                operation, key, value, self._relation, self._lsn, op_position, self._xid,
+                old_value=old_value, last=last, extra=extra,
+            )  # fmt: skip
+        parts = [
+            b'{"key":',
+            orjson.dumps(key),
+            b',"value":',
+            orjson.dumps(value),
+            _OPERATIONS[operation],
+            self._middle,
+            str(op_position).encode(),
+            self._txids,
+            b',"last":true}' if last else b"}",
+        ]
+        if old_value is not None:
+            parts.append(b',"old_value":')
+            parts.append(orjson.dumps(old_value))
+        parts.append(b"}")
+        return b"".join(parts)
+
+
 def control_item(control: str, **fields: object) -> bytes:
     return orjson.dumps({"headers": {"control": control, **fields}})
 

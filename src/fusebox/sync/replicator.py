@@ -6,7 +6,7 @@ so it runs in a process of its own and talks to the server over a pipe:
     child → parent   ("status", state, detail)        waiting | active
                      ("identity", system_id, timeline)
                      ("relation", schema, name, [(column, type_oid), ...])
-                     ("transactions", [(Transaction, end_lsn), ...])
+                     ("transactions", bytes)           changes.encode_batch
                      ("error", kind, message)          then the child exits
     parent → child   ("ack", lsn)                      durable up to lsn: report it flushed
                      ("stop",)
@@ -23,8 +23,8 @@ import multiprocessing.connection
 import signal
 from dataclasses import dataclass
 
-from fusebox.collector import collector_paused
-from fusebox.sync.changes import Transaction
+from fusebox.collector import IdleCollector
+from fusebox.sync.changes import Transaction, encode_batch
 from fusebox.sync.replication import pgoutput as pg
 from fusebox.sync.replication.client import (
     ReplicationConnection,
@@ -124,18 +124,20 @@ def _stream(stream: ReplicationStream, pipe: multiprocessing.connection.Connecti
     assembler = TransactionAssembler(emit, on_relation)
     sent_lsn = 0
     acked_lsn = 0
+    collector = IdleCollector()  # the automatic collector stays off in this process
     while True:
-        with collector_paused():
-            messages = stream.poll(POLL_SECONDS)
-            for message in messages:
-                assembler.feed(message)
-            for relation in relations:
-                pipe.send(relation)
-            relations.clear()
-            if ready:
-                sent_lsn = ready[-1][1]
-                pipe.send(("transactions", ready))
-                ready = []
+        messages = stream.poll(POLL_SECONDS)
+        for message in messages:
+            assembler.feed(message)
+        del messages
+        for relation in relations:
+            pipe.send(relation)
+        relations.clear()
+        if ready:
+            sent_lsn = ready[-1][1]
+            pipe.send(("transactions", encode_batch(ready)))
+            ready = []
+        collector.tick(busy=assembler.in_transaction)
         while pipe.poll():
             command = pipe.recv()
             if command[0] == "stop":

@@ -30,7 +30,7 @@ from fusebox.http.server import HttpServer
 from fusebox.streams.engine import StreamEngine
 from fusebox.streams.store import FileStore
 from fusebox.sync import replicator
-from fusebox.sync.changes import Transaction
+from fusebox.sync.changes import Transaction, decode_batch
 from fusebox.sync.protocol import ShapeProtocol, SyncStatus
 from fusebox.sync.replication.names import ReplicationNames
 from fusebox.sync.replication.publication import add_table, drop_publication, ensure_publication
@@ -174,7 +174,7 @@ class Replication:
                     message = receive()
                     kind = message[0]
                     if kind == "transactions":
-                        self._apply(message[1])
+                        self._apply(decode_batch(message[1]))
                     elif kind == "status":
                         self.status.state = message[1]
                         self.status.reason = message[2]

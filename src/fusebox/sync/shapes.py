@@ -22,7 +22,7 @@ from fusebox.streams.errors import StreamNotFound
 from fusebox.streams.framing import SEPARATOR
 from fusebox.streams.model import StreamConfig
 from fusebox.sync.changes import Transaction, shape_items
-from fusebox.sync.log_items import build_key, change_item, key_prefix
+from fusebox.sync.log_items import ChangeEncoder, build_key, key_prefix
 from fusebox.sync.router import Router
 from fusebox.sync.schema import Table, TableNotFound, inspect_table, session_options
 from fusebox.sync.shape import ShapeDefinition, ShapeError
@@ -368,26 +368,24 @@ class Shapes:
             )
         if not items:
             return None
-        encoded = []
+        encoder = ChangeEncoder(relation, transaction.lsn, transaction.xid)
+        lsn = transaction.lsn
         last = len(items) - 1
-        for position, item in enumerate(items):
-            encoded.append(
-                (
-                    (transaction.lsn, item.op_position),
-                    change_item(
-                        item.operation,
-                        item.key,
-                        item.value,
-                        relation,
-                        transaction.lsn,
-                        item.op_position,
-                        transaction.xid,
-                        old_value=item.old_value,
-                        last=position == last,
-                        extra=item.headers,
-                    ),
-                )
+        encoded = [
+            (
+                (lsn, item.op_position),
+                encoder.encode(
+                    item.operation,
+                    item.key,
+                    item.value,
+                    item.op_position,
+                    old_value=item.old_value,
+                    last=position == last,
+                    extra=item.headers,
+                ),
             )
+            for position, item in enumerate(items)
+        ]
         return shape.log.append_changes(encoded)
 
     # -- removal ------------------------------------------------------------------------

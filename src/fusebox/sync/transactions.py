@@ -26,22 +26,30 @@ def _relation(rel: pg.Relation) -> tuple[str, str]:
     return (rel.namespace, rel.name)
 
 
-def _row(rel: pg.Relation, values: tuple | list | None) -> dict | None:
-    if values is None:
-        return None
-    return dict(zip(rel.column_names, values, strict=True))
+def _values(rel: pg.Relation, values: tuple | None) -> tuple | None:
+    if values is not None and len(values) != len(rel.column_names):
+        raise pg.DecodeError(
+            f"a row of {rel.namespace}.{rel.name} has {len(values)} columns, "
+            f"its Relation message {len(rel.column_names)}"
+        )
+    return values
 
 
 def _change(message: pg.Insert | pg.Update | pg.Delete) -> Change:
+    # Rows stay value tuples here (see `Change`); the column names travel alongside.
     rel = message.relation
+    columns = rel.column_names
     if isinstance(message, pg.Insert):
-        return Change("insert", _relation(rel), new=_row(rel, message.new_tuple))
+        return Change(
+            "insert", _relation(rel), new=_values(rel, message.new_tuple), columns=columns
+        )
     if isinstance(message, pg.Update):
         # With REPLICA IDENTITY FULL the old row comes whole (`O`); a key-only old tuple
         # (`K`) has None outside the key and is not enough to tell moves in and out.
-        old = _row(rel, message.old_tuple) if message.old_kind == "O" else None
-        return Change("update", _relation(rel), new=_row(rel, message.new_tuple), old=old)
-    return Change("delete", _relation(rel), old=_row(rel, message.old_tuple))
+        old = _values(rel, message.old_tuple) if message.old_kind == "O" else None
+        new = _values(rel, message.new_tuple)
+        return Change("update", _relation(rel), new=new, old=old, columns=columns)
+    return Change("delete", _relation(rel), old=_values(rel, message.old_tuple), columns=columns)
 
 
 class TransactionAssembler:
