@@ -56,6 +56,16 @@ class Shape:
     released: asyncio.Future[None] | None = None
     failed: str | None = None
     deleted: bool = False
+    # Derived once: routing uses them for every change.
+    relation: tuple[str, str] = field(init=False, repr=False)
+    key_of: Callable[[dict], str] = field(init=False, repr=False)
+    full: bool = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.relation = self.table.relation
+        prefix, primary_key = key_prefix(self.table), self.table.primary_key
+        self.key_of = lambda row: build_key(prefix, row, primary_key)
+        self.full = self.definition.replica == "full"
 
     def matches(self, row: dict) -> bool:
         if self.where is None:
@@ -317,6 +327,7 @@ class Shapes:
                 commits.append(asyncio.ensure_future(self.delete(shape)))
         # Which changes each candidate shape must consider, in transaction order.
         per_shape: dict[Shape, list[int]] = {}
+        encoders: dict[tuple[str, str], ChangeEncoder] = {}  # one per table, not per shape
         for index, change in enumerate(transaction.changes):
             rows = [row for row in (change.new, change.old) if row is not None]
             for shape in self.router.candidates(change.relation, rows):
@@ -335,21 +346,22 @@ class Shapes:
                 if shape.released is not None:
                     commits.append(shape.released)
                 continue
-            commit = self._apply(shape, transaction, indexes)
+            commit = self._apply(shape, transaction, indexes, encoders)
             if commit is not None:
                 commits.append(commit)
         return commits
 
     def _apply(
-        self, shape: Shape, transaction: Transaction, indexes: list[int] | None = None
+        self,
+        shape: Shape,
+        transaction: Transaction,
+        indexes: list[int] | None = None,
+        encoders: dict[tuple[str, str], ChangeEncoder] | None = None,
     ) -> asyncio.Future[None] | None:
         if shape.deleted:
             return None
-        table = shape.table
-        relation = table.relation  # a property that builds a tuple: once, not per item
-        prefix = key_prefix(table)
-        primary_key = table.primary_key
-        full = shape.definition.replica == "full"
+        relation = shape.relation
+        primary_key = shape.table.primary_key
         changes = transaction.changes
         if indexes is None:
             indexes = [i for i, c in enumerate(changes) if c.relation == relation]
@@ -362,13 +374,17 @@ class Shapes:
                     matches=shape.matches,
                     selected=shape.columns,
                     primary_key=primary_key,
-                    key_of=lambda row, p=prefix: build_key(p, row, primary_key),
-                    full=full,
+                    key_of=shape.key_of,
+                    full=shape.full,
                 )
             )
         if not items:
             return None
-        encoder = ChangeEncoder(relation, transaction.lsn, transaction.xid)
+        encoder = encoders.get(relation) if encoders is not None else None
+        if encoder is None:
+            encoder = ChangeEncoder(relation, transaction.lsn, transaction.xid)
+            if encoders is not None:
+                encoders[relation] = encoder
         lsn = transaction.lsn
         last = len(items) - 1
         encoded = [
