@@ -61,7 +61,10 @@ def server(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     server = SyncProcess(
         database,
         data_dir,
-        extra_args=["--chunk-bytes", str(CHUNK_BYTES), "--replication-stream-id", "api"],
+        extra_args=[
+            *("--chunk-bytes", str(CHUNK_BYTES), "--replication-stream-id", "api"),
+            *("--long-poll-timeout", "4"),  # out-of-bounds offsets wait half of it
+        ],
     )
     try:
         yield server.start()
@@ -313,6 +316,23 @@ def test_handle_mismatch_is_400_and_unknown_handle_is_409(
     assert new_handle not in (handle, other)
     handle_again, _, _ = catch_up(server, {"table": table, "where": "n > 5"})
     assert handle_again == new_handle
+
+
+def test_offset_past_the_log_end_is_400_after_half_a_long_poll(
+    server: SyncProcess, database: str
+) -> None:
+    table = new_table(database, "id int PRIMARY KEY, n int", "INSERT INTO {t} VALUES (1, 1)")
+    handle, offset, _ = catch_up(server, {"table": table})
+    lsn = int(offset.split("_")[0])
+    beyond = f"{lsn + 10**12}_0"
+    for extra in ({}, {"live": "true"}, {"live": "true", "live_sse": "true"}):
+        response = shape(server, {"table": table, "offset": beyond, "handle": handle, **extra})
+        assert response.status_code == 400, extra
+        assert response.json()["errors"] == {"offset": ["out of bounds for this shape"]}
+        assert response.headers["cache-control"].startswith("no-store")
+    # Offsets the server handed out, and `0_inf`, stay valid.
+    assert shape(server, {"table": table, "offset": offset, "handle": handle}).status_code == 200
+    assert shape(server, {"table": table, "offset": "0_inf", "handle": handle}).status_code == 200
 
 
 # -- headers, caching and control messages ------------------------------------------------

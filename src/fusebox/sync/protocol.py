@@ -26,7 +26,7 @@ from fusebox.sync.shape import (
     parse_params,
     parse_table,
 )
-from fusebox.sync.shape_log import BEFORE_ALL, format_offset, parse_offset
+from fusebox.sync.shape_log import BEFORE_ALL, INFINITY, format_offset, parse_offset
 from fusebox.sync.shapes import Shape, Shapes
 from fusebox.sync.subset import parse_subset, query_subset
 
@@ -71,6 +71,10 @@ def _must_refetch(handle: str | None) -> Response:
     if handle:
         headers.append(("electric-handle", handle))
     return Response(409, headers, b'[{"headers":{"control":"must-refetch"}}]')
+
+
+# `0_inf`: just before the first change, whatever the snapshot's length.
+SNAPSHOT_END = (0, INFINITY)
 
 
 class ShapeProtocol:
@@ -225,9 +229,29 @@ class ShapeProtocol:
         cursor = (query.get("cursor") or [None])[-1]
         if now:
             return self._now(shape, live, cursor)
+        if not await self._within_log(shape, offset):
+            return invalid("offset", "out of bounds for this shape")
         if sse:
             return self._sse(shape, offset, cursor, request)
         return await self._log(request, shape, offset, live, cursor)
+
+    async def _within_log(self, shape: Shape, offset: tuple) -> bool:
+        """False for an offset past the end of the log that stays so for half a long-poll.
+
+        We only hand out offsets of published items, so such an offset comes from
+        somewhere else (another server, a hand-made URL). Like Electric, give the log
+        a moment to reach it, then refuse it rather than answer up-to-date forever.
+        """
+        log = shape.log
+        if not log.snapshot_visible or offset == SNAPSHOT_END or offset <= log.last_offset:
+            return True
+        deadline = time.monotonic() + self.long_poll_timeout / 2
+        while offset > log.last_offset and not shape.deleted:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            await log.wait(log.visible_end, remaining)
+        return True
 
     async def _subset(self, shape: Shape, options: dict) -> Response:
         subset = parse_subset(options, shape.table, shape.columns)
