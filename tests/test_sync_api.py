@@ -61,10 +61,7 @@ def server(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     server = SyncProcess(
         database,
         data_dir,
-        extra_args=[
-            *("--chunk-bytes", str(CHUNK_BYTES), "--replication-stream-id", "api"),
-            *("--long-poll-timeout", "4"),  # out-of-bounds offsets wait half of it
-        ],
+        extra_args=["--chunk-bytes", str(CHUNK_BYTES), "--replication-stream-id", "api"],
     )
     try:
         yield server.start()

@@ -322,6 +322,43 @@ def test_postgres_restart_mid_stream(
     no_server_errors(consumers)
 
 
+def test_server_starts_while_postgres_is_down(
+    cluster: PostgresCluster,
+    database: str,
+    server: SyncProcess,
+    consumers: list[ShapeConsumer],
+) -> None:
+    """A restart with shapes on disk and Postgres down: the server comes up answering 503,
+    restores its shapes when Postgres is back, and clients resume where they were."""
+    for consumer in consumers:
+        consumer.start()
+    converge(consumers, database)
+    handles = [consumer.handle for consumer in consumers]
+    whole = consumers[0]
+
+    server.stop()
+    cluster.stop()
+    try:
+        server.start(wait_active=False)
+        shape_url = f"{server.url}/v1/shape"
+        resumed = {"table": "items", "offset": whole.offset, "handle": whole.handle}
+        for _ in range(3):
+            assert health(server) == (202, "starting")
+            response = httpx.get(shape_url, params={**resumed, "secret": "test-secret"}, timeout=10)
+            assert response.status_code == 503, response.text
+            assert int(response.headers["retry-after"]) > 0
+            time.sleep(0.5)
+    finally:
+        cluster.start()
+    wait_for(lambda: health(server) == (200, "active"), timeout=60, what="active after start")
+    Writer(database, seed=5).run(20)
+
+    converge(consumers, database)
+    assert [consumer.handle for consumer in consumers] == handles
+    assert all(consumer.refetches == 0 for consumer in consumers)
+    no_server_errors(consumers)
+
+
 def test_database_refusing_connections_is_503_not_500(
     cluster: PostgresCluster, database: str, server: SyncProcess
 ) -> None:

@@ -316,6 +316,7 @@ class SyncSource:
             chunk_bytes=settings.chunk_bytes,
         )
         self.replication = Replication(settings, self.shapes, self.status)
+        self._loading: asyncio.Task[None] | None = None
         self.shapes.on_table = self.replication.prepare_table
         self.protocol = ShapeProtocol(
             self.shapes,
@@ -327,10 +328,34 @@ class SyncSource:
 
     async def start(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        await self.shapes.load()
+        try:
+            await self.shapes.load()
+        except psycopg.OperationalError as exc:
+            # Restoring shapes needs their tables' descriptions from Postgres. Start
+            # anyway, answering 503 (status `starting`), and restore once it is back.
+            log.warning("Postgres is unreachable (%s); shapes load when it is back", exc)
+            self.status.reason = "the database is unreachable"
+            self._loading = asyncio.create_task(self._load_when_reachable())
+            return
+        await self.replication.start()
+
+    async def _load_when_reachable(self) -> None:
+        delay = 0.5
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self.shapes.load()
+                break
+            except psycopg.OperationalError as exc:
+                log.info("Postgres still unreachable (%s); retrying in %.1f s", exc, delay)
+                delay = min(delay * 2, 10.0)
         await self.replication.start()
 
     async def stop(self) -> None:
+        if self._loading is not None:
+            self._loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loading
         await self.replication.stop()
 
     async def destroy(self) -> None:

@@ -122,6 +122,8 @@ class Shapes:
                 live.pop(entry["handle"], None)
         async with await psycopg.AsyncConnection.connect(self.database_url) as conn:
             for handle, entry in live.items():
+                if handle in self._by_handle:
+                    continue  # restored by an earlier attempt that lost its connection
                 definition = ShapeDefinition.from_json(entry["definition"])
                 try:
                     shape = await self._build(conn, handle, definition, create_log=False)
