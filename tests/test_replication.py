@@ -1121,3 +1121,41 @@ def test_invalidated_slot(scratch: PostgresCluster) -> None:
             admin.execute("ALTER SYSTEM RESET max_slot_wal_keep_size")
             admin.execute("SELECT pg_reload_conf()")
             drop_slot(admin, names.slot)
+
+
+def test_global_last_seen_lsn_waits_for_durable_items(tmp_path) -> None:
+    """An up-to-date's `global_last_seen_lsn` must never pass items not yet readable:
+    clients resume from `<lsn>_0`. It follows acknowledgements, in commit order."""
+    import asyncio
+
+    from fusebox.sync.changes import Transaction
+    from fusebox.sync.protocol import SyncStatus
+    from fusebox.sync.service import Replication, SyncSettings
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        first, second = loop.create_future(), loop.create_future()
+        commits = {100: [first], 200: [second], 300: []}
+
+        class RoutedShapes:
+            last_seen_lsn = 0
+
+            def apply(self, transaction: Transaction) -> list:
+                return commits[transaction.lsn]
+
+        shapes = RoutedShapes()
+        replication = Replication(
+            SyncSettings("postgresql:///unused", tmp_path), shapes, SyncStatus()
+        )  # type: ignore[arg-type]
+        batch = [(Transaction(1, lsn), lsn + 8) for lsn in (100, 200, 300)]
+        replication._apply(batch)
+        assert shapes.last_seen_lsn == 0  # routed, not durable
+        second.set_result(None)
+        await asyncio.sleep(0)
+        assert shapes.last_seen_lsn == 0  # 200 is durable, but 100 before it is not
+        first.set_result(None)
+        await asyncio.sleep(0)
+        assert shapes.last_seen_lsn == 300
+        assert replication._durable_lsn == 308
+
+    asyncio.run(scenario())

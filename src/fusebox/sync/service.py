@@ -64,7 +64,8 @@ class Replication:
         self._identity_path = settings.data_dir / "identity.json"
         self._pipe: multiprocessing.connection.Connection | None = None
         self._process: multiprocessing.process.BaseProcess | None = None
-        self._acks: deque[tuple[int, list[asyncio.Future[None]]]] = deque()
+        # (end LSN, commit LSN, appends to wait for) per transaction, in commit order.
+        self._acks: deque[tuple[int, int, list[asyncio.Future[None]]]] = deque()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._durable_lsn = 0
@@ -247,16 +248,22 @@ class Replication:
             # The appends of one transaction mostly share a group commit (one future for
             # hundreds of shapes): wait on each distinct commit once.
             commits = list(dict.fromkeys(self.shapes.apply(transaction)))
-            self._acks.append((end_lsn, commits))
+            self._acks.append((end_lsn, transaction.lsn, commits))
             for commit in commits:
                 commit.add_done_callback(lambda _: self._acknowledge())
         self._acknowledge()
 
     def _acknowledge(self) -> None:
-        """Send the end LSN of the newest transaction whose appends are all durable."""
+        """Send the end LSN of the newest transaction whose appends are all durable.
+
+        Only then does its commit LSN become `global_last_seen_lsn` too: a client resumes
+        from `<that lsn>_0` (SSE does), so announcing it before the shape's items are
+        readable could make the client skip them.
+        """
         lsn = None
-        while self._acks and all(c.done() for c in self._acks[0][1]):
-            lsn, _ = self._acks.popleft()
+        while self._acks and all(c.done() for c in self._acks[0][2]):
+            lsn, commit_lsn, _ = self._acks.popleft()
+            self.shapes.last_seen_lsn = max(self.shapes.last_seen_lsn, commit_lsn)
         if lsn is not None:
             self._durable_lsn = max(self._durable_lsn, lsn)
         if lsn is not None and self._pipe is not None:

@@ -99,6 +99,7 @@ class Shapes:
         self._tables: dict[tuple[str, str], Table] = {}
         self.on_table = on_table
         self._creating: dict[ShapeDefinition, asyncio.Future[Shape]] = {}
+        # The newest commit whose items are durable in every shape it touched (service.py).
         self.last_seen_lsn = 0
 
     # -- start-up -----------------------------------------------------------------------
@@ -321,7 +322,6 @@ class Shapes:
 
     def apply(self, transaction: Transaction) -> list[asyncio.Future[None]]:
         """Route a committed transaction to its shapes; returns the commits to wait for."""
-        self.last_seen_lsn = max(self.last_seen_lsn, transaction.lsn)
         commits: list[asyncio.Future[None]] = []
         for relation in transaction.truncated:
             for shape in self.router.shapes_of(relation):
