@@ -5,7 +5,10 @@ and returns a `WhereClause` with:
 
 - `matches(row)`: evaluation on a row of Postgres text values (None for NULL);
 - `sql`: the clause for `SELECT ... WHERE <sql>`, params inlined as typed literals;
-- `referenced_columns` and `index_hint` (for routing changes to candidate shapes).
+- `referenced_columns` and `index_hint` (for routing changes to candidate shapes);
+- `subqueries`: each `column IN (SELECT column FROM table WHERE ...)`, whose result the
+  caller loads and keeps current from that table's changes (`tables_read(where)` names
+  the tables whose columns `compile_where` then needs).
 
 Semantics are Postgres's for the supported subset; anything outside it is rejected with a
 `WhereError` rather than approximated. Text compares in the "C" collation (code-point
@@ -14,7 +17,7 @@ collation matters, so Postgres agrees whatever the database's default collation 
 snapshot and replication sessions must use `SESSION_SETTINGS` (ISO dates, UTC).
 """
 
-from .clause import IndexHint, WhereClause, compile_where
+from .clause import IndexHint, Subquery, WhereClause, compile_where, tables_read
 from .errors import WhereError, WhereEvalError
 from .types import ColumnType, PgType
 
@@ -29,8 +32,10 @@ __all__ = [
     "ColumnType",
     "IndexHint",
     "PgType",
+    "Subquery",
     "WhereClause",
     "WhereError",
     "WhereEvalError",
     "compile_where",
+    "tables_read",
 ]

@@ -3,8 +3,9 @@
 The clause is wrapped as `SELECT 1 FROM t WHERE <clause>` and parsed by libpg_query
 (pglast) to JSON, which is much faster than building pglast's node objects. Anything but
 a lone where clause (`;`, `LIMIT`, `GROUP BY`...) is refused, as is any construct not
-implemented with exact semantics: subqueries, CASE, row values, aggregates, volatile
-functions like now(), collations other than "C".
+implemented with exact semantics: CASE, row values, aggregates, volatile functions like
+now(), collations other than "C", and every subquery but Electric's one form,
+`column IN (SELECT column FROM table [WHERE ...])`.
 
 Type checking follows Postgres's parse analysis: untyped literals (and `$n` params, which
 behave as literals) take their type from context, IN lists and COALESCE use the common
@@ -33,11 +34,14 @@ from .nodes import (
     Const,
     Distinct,
     Function,
+    InSubquery,
     MinMax,
     Node,
     Not,
     NullTest,
+    SubqueryResult,
     Subscript,
+    Subselect,
     walk,
 )
 from .numbers import InputError, parse_int_input, parse_numeric_input
@@ -56,7 +60,6 @@ _BOOL_TESTS = {
     "IS_NOT_UNKNOWN": "IS NOT UNKNOWN",
 }
 _READABLE_NODES = {
-    "SubLink": "subqueries",
     "CaseExpr": "CASE expressions",
     "RowExpr": "row expressions",
     "SQLValueFunction": "CURRENT_DATE, CURRENT_TIMESTAMP and similar functions",
@@ -65,6 +68,13 @@ _READABLE_NODES = {
     "XmlExpr": "XML functions",
     "JsonFuncExpr": "JSON functions",
 }
+
+
+Relation = tuple[str, str]
+TableColumns = Mapping[str, PgType | None]
+# Every SelectStmt key a subquery `SELECT column FROM table [WHERE ...]` may have.
+_SUBSELECT_KEYS = frozenset(("targetList", "fromClause", "whereClause", "limitOption", "op"))
+_IN_SUBQUERY = "`IN (SELECT ...)`"
 
 
 def parse(where: str) -> dict[str, Any]:
@@ -91,13 +101,44 @@ def parse(where: str) -> dict[str, Any]:
     return select["whereClause"]
 
 
-class Analyzer:
-    """Turns the parse tree into typed nodes for one table's columns and one params map."""
+def subquery_relations(tree: dict[str, Any]) -> list[Relation]:
+    """The tables the clause's subqueries read (nested ones too), in order, once each.
 
-    def __init__(self, columns: Mapping[str, PgType | None], params: Mapping[str, str]) -> None:
+    Their columns must be known before analysis (`Analyzer(tables=...)`).
+    """
+    found: dict[Relation, None] = {}
+    pending: list[Any] = [tree]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, list):
+            pending.extend(reversed(item))
+        elif isinstance(item, dict):
+            select = item.get("SubLink", {}).get("subselect", {}).get("SelectStmt")
+            for entry in (select or {}).get("fromClause", []):
+                range_var = entry.get("RangeVar") if isinstance(entry, dict) else None
+                if range_var is not None and "relname" in range_var:
+                    found[(range_var.get("schemaname", "public"), range_var["relname"])] = None
+            pending.extend(reversed(list(item.values())))
+    return list(found)
+
+
+class Analyzer:
+    """Turns the parse tree into typed nodes for one table's columns and one params map.
+
+    `tables` gives the columns of the tables that subqueries may read.
+    """
+
+    def __init__(
+        self,
+        columns: TableColumns,
+        params: Mapping[str, str],
+        tables: Mapping[Relation, TableColumns] | None = None,
+        used_params: set[int] | None = None,
+    ) -> None:
         self.columns = columns
         self.params = params
-        self.used_params: set[int] = set()
+        self.tables = tables or {}
+        self.used_params: set[int] = used_params if used_params is not None else set()
         self.enums: dict[tuple[str | None, str], EnumType] = {}
         for pg_type in columns.values():
             if pg_type is not None and pg_type.enum is not None:
@@ -228,6 +269,74 @@ class Analyzer:
         if node.type.category != "S":
             raise self.error(f"collations are not supported by type {node.type}", body)
         return node  # comparisons here always use the C collation
+
+    # -- subqueries -----------------------------------------------------------------------
+
+    def _SubLink(self, body: dict[str, Any]) -> Node:
+        """`column IN (SELECT column FROM table [WHERE ...])`, as Electric accepts it.
+
+        The left side is a column of this table; the subquery reads one column of one table,
+        with a where clause of this same language over that table's columns alone (so it
+        cannot be correlated), sharing the `$n` params. Both columns have the same type.
+        """
+        location = self._location(body)
+        if body.get("subLinkType") != "ANY_SUBLINK" or body.get("operName"):
+            raise self.error(
+                "only `value IN (SELECT ...)` subqueries are supported in where clauses", body
+            )
+        if "ColumnRef" not in body["testexpr"]:
+            raise self.error(f"the left side of {_IN_SUBQUERY} must be a column reference", body)
+        left = self.expr(body["testexpr"])
+        select = body["subselect"].get("SelectStmt", {})
+        target, relation = self._subselect_parts(select, location)
+        columns = self.tables.get(relation)
+        if columns is None:
+            raise self.error(f"unknown table {relation[0]}.{relation[1]}", location)
+        inner = Analyzer(columns, self.params, self.tables, self.used_params)
+        selected = inner.expr(target)
+        assert isinstance(selected, Column)
+        if selected.type != left.type:
+            raise self.error(
+                f"the left side of {_IN_SUBQUERY} has type {left.type} "
+                f"but the subquery returns {selected.type}",
+                location,
+            )
+        try:
+            operators.binary("=", left.type, left.type)
+        except WhereError:
+            message = f"{_IN_SUBQUERY} on type {left.type} is not supported"
+            raise self.error(message, location) from None
+        where = inner.analyze(select["whereClause"]) if "whereClause" in select else None
+        subselect = Subselect(*relation, selected.name, selected.type, where, SubqueryResult())
+        return InSubquery(left, subselect, location)
+
+    def _subselect_parts(
+        self, select: dict[str, Any], location: int
+    ) -> tuple[dict[str, Any], Relation]:
+        """The selected column's parse tree and the table of `SELECT column FROM table`."""
+        if (
+            set(select) - _SUBSELECT_KEYS
+            or select.get("op") != "SETOP_NONE"
+            or select.get("limitOption", "LIMIT_OPTION_DEFAULT") != "LIMIT_OPTION_DEFAULT"
+        ):
+            raise self.error(
+                "a subquery must be a plain `SELECT column FROM table [WHERE ...]`, without "
+                "DISTINCT, GROUP BY, HAVING, ORDER BY, LIMIT, WITH, set operations or locking",
+                location,
+            )
+        targets = select.get("targetList", [])
+        if len(targets) != 1:
+            raise self.error("a subquery must select exactly one column", location)
+        target = targets[0]["ResTarget"]["val"]
+        if any("String" not in f for f in target.get("ColumnRef", {}).get("fields", [{}])):
+            raise self.error("a subquery must select a plain column reference", location)
+        tables = select.get("fromClause", [])
+        range_var = tables[0].get("RangeVar") if len(tables) == 1 else None
+        if range_var is None or "catalogname" in range_var:
+            raise self.error("a subquery must read exactly one table, without joins", location)
+        if not range_var.get("inh"):  # absent (false) for FROM ONLY
+            raise self.error("FROM ONLY is not supported in subqueries", location)
+        return target, (range_var.get("schemaname", "public"), range_var["relname"])
 
     # -- casts ----------------------------------------------------------------------------
 
@@ -601,6 +710,7 @@ _HANDLERS = {
         "FuncCall",
         "A_ArrayExpr",
         "A_Indirection",
+        "SubLink",
     )
 }
 

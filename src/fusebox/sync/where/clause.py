@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from . import datetimes
-from .analyze import Analyzer, parse
-from .errors import WhereError
+from .analyze import Analyzer, Relation, parse, subquery_relations
+from .errors import WhereError, WhereEvalError
 from .evaluate import Evaluator, Row, compile_node, fold
-from .nodes import Apply, ArrayOp, BoolExpr, BoolTest, Column, Const, Node, Not, walk
-from .render import render
+from .nodes import (
+    Apply,
+    ArrayOp,
+    BoolExpr,
+    BoolTest,
+    Column,
+    Const,
+    InSubquery,
+    Node,
+    Not,
+    SubqueryResult,
+    Subselect,
+    walk,
+)
+from .render import render, render_subselect
 from .types import INTEGERS, TEXT, VARCHAR, ColumnType, PgType
+from .values import eq_key, output_parser
 
 
 class IndexHint(NamedTuple):
@@ -27,6 +41,65 @@ class IndexHint(NamedTuple):
 
 
 @dataclass(frozen=True, eq=False)
+class Subquery:
+    """One `IN (SELECT column FROM table WHERE ...)` of a clause, nested ones included.
+
+    Its `result` starts empty: the caller fills it (`load`, from `sql` run in the same
+    snapshot as the outer rows) and keeps it current with the table's changes, in commit
+    order (`apply_change`). The clause's evaluation reads the result as it is.
+    """
+
+    select: Subselect
+    sql: str
+    _matches: Evaluator = field(repr=False)
+    _key: Callable[[str], Any] = field(repr=False)
+
+    @property
+    def relation(self) -> Relation:
+        return self.select.relation
+
+    @property
+    def result(self) -> SubqueryResult:
+        return self.select.result
+
+    def _row_key(self, row: Row | None) -> Any:
+        """The row's key in the result, or _ABSENT when the row is not selected."""
+        if row is None:
+            return _ABSENT
+        try:
+            if self._matches(row) is not True:
+                return _ABSENT
+        except WhereEvalError:
+            return _ABSENT  # as for the outer rows: Postgres would not return it either
+        text = row.get(self.select.column)
+        return None if text is None else self._key(text)
+
+    def load(self, texts: Iterable[str | None]) -> None:
+        """Fill the result from the column's text values (None for NULL)."""
+        for text in texts:
+            self.select.result.add(None if text is None else self._key(text))
+
+    def apply_change(self, old: Row | None, new: Row | None) -> bool:
+        """Follow one row change (old and/or new row of the subquery's table).
+
+        True when the set of distinct values changed: a value entered or left.
+        """
+        before, after = self._row_key(old), self._row_key(new)
+        if before == after and (before is _ABSENT) == (after is _ABSENT):
+            return False
+        result = self.select.result
+        changed = False
+        if before is not _ABSENT:
+            changed = result.remove(before)
+        if after is not _ABSENT:
+            changed = result.add(after) or changed
+        return changed
+
+
+_ABSENT = object()
+
+
+@dataclass(frozen=True, eq=False)
 class WhereClause:
     """A compiled where clause: evaluate on rows, or hand its SQL to Postgres."""
 
@@ -36,6 +109,8 @@ class WhereClause:
     index_hint: IndexHint | None
     tree: Node = field(repr=False)
     _evaluate: Evaluator = field(repr=False)
+    # Every subquery, nested ones too, outermost first.
+    subqueries: tuple[Subquery, ...] = ()
 
     def matches(self, row: Row) -> bool:
         """True when the clause is TRUE for the row (NULL and FALSE do not match).
@@ -47,27 +122,42 @@ class WhereClause:
         return self._evaluate(row) is True
 
 
+def tables_read(where: str) -> list[Relation]:
+    """The tables `where`'s subqueries read: `compile_where` needs their columns."""
+    return subquery_relations(parse(where))
+
+
 def compile_where(
     where: str,
     columns: Mapping[str, ColumnType | PgType],
     params: Mapping[str, str] | None = None,
+    tables: Mapping[Relation, Mapping[str, ColumnType | PgType]] | None = None,
 ) -> WhereClause:
     """Parse, type-check and compile `where` for a table with `columns`.
 
     `params` maps "1".."n" to the text of `$1`..`$n`; keys must be exactly 1..n, and (as
-    in Electric) some may go unused. Raises WhereError (with `.field` "where" or "params")
+    in Electric) some may go unused. `tables` gives the columns of each table a subquery
+    reads (see `tables_read`). Raises WhereError (with `.field` "where" or "params")
     for anything that Electric would answer with a 400.
     """
     params = dict(params or {})
     _check_param_keys(params)
     types = {name: _pg_type(t) for name, t in columns.items()}
-    analyzer = Analyzer(types, params)
+    table_types = {
+        relation: {name: _pg_type(t) for name, t in table.items()}
+        for relation, table in (tables or {}).items()
+    }
+    analyzer = Analyzer(types, params, table_types)
     try:
-        tree = analyzer.analyze(parse(where))
-        # Everything below recurses over the tree, at compile time and on every row.
-        if _depth(tree) > MAX_DEPTH:
-            raise RecursionError
-        tree = fold(tree)
+        tree = _prepared(analyzer.analyze(parse(where)))
+        subqueries = []
+        pending = _subselects(tree)
+        while pending:
+            select = pending.pop(0)
+            if select.where is not None:
+                select.where = _prepared(select.where)
+                pending.extend(_subselects(select.where))
+            subqueries.append(_subquery(select))
     except RecursionError:
         raise WhereError(f"the where clause nests deeper than {MAX_DEPTH} levels") from None
     # Params the clause does not use are accepted, as Electric accepts them.
@@ -79,7 +169,26 @@ def compile_where(
         index_hint=_index_hint(tree),
         tree=tree,
         _evaluate=compile_node(tree),
+        subqueries=tuple(subqueries),
     )
+
+
+def _prepared(tree: Node) -> Node:
+    # Everything below recurses over the tree, at compile time and on every row.
+    if _depth(tree) > MAX_DEPTH:
+        raise RecursionError
+    return fold(tree)
+
+
+def _subselects(tree: Node) -> list[Subselect]:
+    return [n.select for n in walk(tree) if isinstance(n, InSubquery)]
+
+
+def _subquery(select: Subselect) -> Subquery:
+    parse_text = output_parser(select.column_type)
+    key = eq_key(select.column_type)
+    matches = compile_node(select.where) if select.where is not None else (lambda row: True)
+    return Subquery(select, render_subselect(select), matches, lambda text: key(parse_text(text)))
 
 
 MAX_DEPTH = 200

@@ -31,6 +31,7 @@ from .nodes import (
     Concat,
     Const,
     Distinct,
+    InSubquery,
     MinMax,
     Node,
     Not,
@@ -229,6 +230,26 @@ def _membership(left: Evaluator, array: PgArray, key: Callable[[Any], Any]) -> E
     return member
 
 
+def _in_subquery(node: InSubquery) -> Evaluator:
+    """`x IN (SELECT ...)` with Postgres's NULL rules, against the result as it is now."""
+    left = compile_node(node.left)
+    key = eq_key(node.left.type)
+    select = node.select
+
+    def member(row: Row) -> bool | None:
+        result = select.result
+        if not len(result):
+            return False  # the comparison never runs, even for a NULL
+        value = left(row)
+        if value is None:
+            return None
+        if key(value) in result.counts:
+            return True
+        return None if result.nulls else False
+
+    return member
+
+
 def _coalesce(node: Coalesce) -> Evaluator:
     args = [compile_node(arg) for arg in node.args]
 
@@ -311,6 +332,7 @@ _COMPILERS: dict[type, Callable[[Any], Evaluator]] = {
     Concat: _concat,
     ArrayExpr: _array_expr,
     Subscript: _subscript,
+    InSubquery: _in_subquery,
 }
 
 
@@ -319,8 +341,8 @@ _COMPILERS: dict[type, Callable[[Any], Evaluator]] = {
 
 def fold(node: Node) -> Node:
     """Fold constant subexpressions top-down, with eval_const_expressions's short-circuits."""
-    if isinstance(node, (Const, Column)):
-        return node
+    if isinstance(node, (Const, Column, InSubquery)):
+        return node  # a subquery is never constant: its result changes
     if isinstance(node, BoolExpr):
         return _fold_bool(node)
     if isinstance(node, Not):

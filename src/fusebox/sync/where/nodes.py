@@ -197,6 +197,81 @@ class Subscript(Node):
         return (self.array, *self.indexes)
 
 
+class SubqueryResult:
+    """The current result of `SELECT column FROM table WHERE ...`, as a multiset of keys.
+
+    Keys are the column's equality keys (`values.eq_key`), None for NULL. Whoever follows
+    the subquery's table keeps it current; `add` and `remove` say whether the set of
+    distinct values changed, which is when rows of the outer table move in or out.
+    """
+
+    __slots__ = ("counts", "nulls")
+
+    def __init__(self) -> None:
+        self.counts: dict[Any, int] = {}
+        self.nulls = 0
+
+    def __len__(self) -> int:
+        return len(self.counts) + (1 if self.nulls else 0)
+
+    def add(self, key: Any) -> bool:
+        if key is None:
+            self.nulls += 1
+            return self.nulls == 1
+        count = self.counts.get(key, 0)
+        self.counts[key] = count + 1
+        return count == 0
+
+    def remove(self, key: Any) -> bool:
+        if key is None:
+            if self.nulls == 0:
+                raise KeyError("NULL is not in the subquery result")
+            self.nulls -= 1
+            return self.nulls == 0
+        count = self.counts[key]
+        if count == 1:
+            del self.counts[key]
+            return True
+        self.counts[key] = count - 1
+        return False
+
+
+@dataclass(eq=False, slots=True)
+class Subselect:
+    """`SELECT column FROM schema.table [WHERE where]`: one column of one table.
+
+    `where` is a tree over the subquery's own table (it may hold subqueries in turn);
+    `result` is the current result, filled and maintained by the caller.
+    """
+
+    schema: str
+    table: str
+    column: str
+    column_type: PgType
+    where: Node | None
+    result: SubqueryResult
+
+    @property
+    def relation(self) -> tuple[str, str]:
+        return (self.schema, self.table)
+
+
+@dataclass(eq=False, slots=True)
+class InSubquery(Node):
+    """`left IN (SELECT ...)`: true when the subquery's current result holds `left`.
+
+    Only `left` is a child: the subquery's where clause reads rows of another table.
+    """
+
+    left: Node
+    select: Subselect
+    location: int = -1
+    type: PgType = BOOL
+
+    def children(self) -> tuple[Node, ...]:
+        return (self.left,)
+
+
 def walk(node: Node) -> list[Node]:
     """All nodes of a tree, parents first."""
     found = [node]

@@ -20,11 +20,13 @@ from .nodes import (
     Concat,
     Const,
     Distinct,
+    InSubquery,
     MinMax,
     Node,
     Not,
     NullTest,
     Subscript,
+    Subselect,
 )
 from .types import TEXT, quote_ident
 from .values import literal_formatter, sql_string
@@ -65,7 +67,16 @@ def render(node: Node) -> str:
         return f"CAST(ARRAY[{inner}] AS {node.type.sql()})"
     if isinstance(node, Subscript):
         return f"({render(node.array)})" + "".join(f"[{render(i)}]" for i in node.indexes)
+    if isinstance(node, InSubquery):
+        return f"({render(node.left)} IN ({render_subselect(node.select)}))"
     raise TypeError(f"cannot render {type(node).__name__}")
+
+
+def render_subselect(select: Subselect) -> str:
+    """The subquery's SQL: every name quoted, so it reads exactly the table analysed."""
+    relation = f"{quote_ident(select.schema)}.{quote_ident(select.table)}"
+    sql = f"SELECT {quote_ident(select.column)} FROM {relation}"
+    return sql if select.where is None else f"{sql} WHERE {render(select.where)}"
 
 
 def literal(node: Const) -> str:
