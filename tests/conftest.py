@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -230,10 +231,10 @@ class SyncProcess:
             self.process = None
 
 
-@pytest.fixture
-def sync_database(postgres: PostgresCluster) -> Iterator[str]:
-    """A fresh database (and its own slot and publication) for one test."""
-    name = f"sync_{os.getpid()}_{time.monotonic_ns()}"
+@contextlib.contextmanager
+def fresh_database(postgres: PostgresCluster, prefix: str = "sync") -> Iterator[str]:
+    """A new database (so its own slot and publication), dropped with its slots after."""
+    name = f"{prefix}_{os.getpid()}_{time.monotonic_ns()}"
     postgres.psql(f"CREATE DATABASE {name}")
     try:
         yield postgres.url(name)
@@ -247,6 +248,13 @@ def sync_database(postgres: PostgresCluster) -> Iterator[str]:
             f"WHERE database = '{name}' AND NOT active"
         )
         postgres.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def sync_database(postgres: PostgresCluster) -> Iterator[str]:
+    """A fresh database (and its own slot and publication) for one test."""
+    with fresh_database(postgres) as url:
+        yield url
 
 
 @pytest.fixture

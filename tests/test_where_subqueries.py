@@ -67,6 +67,7 @@ def test_accepted_forms_render_quoted_sql_with_shared_params() -> None:
         ("public", "projects"),
         ("public", "teams"),
     ]
+    assert [s.nested for s in nested.subqueries] == [False, False, True]
     assert compile_tasks("project_id IN (SELECT id AS x FROM projects AS p)").subqueries
 
 
@@ -149,7 +150,7 @@ def test_result_counts_rows_and_reports_values_entering_and_leaving() -> None:
     assert not subquery.apply_change(None, row("2", owner="b"))  # not selected
     assert subquery.apply_change(None, row("2"))  # 2 enters
     assert not subquery.apply_change(row("2"), row("2"))  # unchanged value
-    assert subquery.apply_change(row("2"), row("3"))  # 2 leaves, 3 enters
+    assert subquery.apply_change(row("2"), row("3")) == (2, 3)  # 2 leaves, 3 enters
     assert subquery.apply_change(row("3"), row("3", owner="b"))  # 3 moves out
     assert not subquery.apply_change(row("1"), None)
     assert not subquery.apply_change(row("1"), row("1", owner="b"))

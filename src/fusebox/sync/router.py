@@ -4,11 +4,14 @@ Shapes whose where clause pins a column to constants (`col = 1`, `col IN (1, 2)`
 a conjunct under AND) are indexed by that column's text value, so the shapes a change
 reaches are found with one dictionary lookup per indexed column, whatever the number of
 shapes. Only the candidates evaluate their full where clause.
+
+A shape whose where clause has subqueries also depends on the tables they read: changes
+to those reach it through `dependents`, to keep the subqueries' results current.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Set
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -26,8 +29,15 @@ class _TableIndex:
 class Router:
     def __init__(self) -> None:
         self._tables: dict[tuple[str, str], _TableIndex] = {}
+        self._dependents: dict[tuple[str, str], set[Shape]] = {}
+
+    def dependents(self, relation: tuple[str, str]) -> Set[Shape]:
+        """The shapes with a subquery reading `relation`."""
+        return self._dependents.get(relation) or _NONE
 
     def add(self, shape: Shape) -> None:
+        for relation in shape.dependencies:
+            self._dependents.setdefault(relation, set()).add(shape)
         index = self._tables.setdefault(shape.table.relation, _TableIndex())
         hint = shape.where.index_hint if shape.where is not None else None
         if hint is None:
@@ -38,6 +48,12 @@ class Router:
             by_value.setdefault(value, set()).add(shape)
 
     def remove(self, shape: Shape) -> None:
+        for relation in shape.dependencies:
+            dependents = self._dependents.get(relation)
+            if dependents is not None:
+                dependents.discard(shape)
+                if not dependents:
+                    del self._dependents[relation]
         index = self._tables.get(shape.table.relation)
         if index is None:
             return
@@ -53,10 +69,12 @@ class Router:
                         del by_value[value]
 
     def shapes_of(self, relation: tuple[str, str]) -> set[Shape]:
+        """Every shape of `relation`, and every shape with a subquery reading it."""
+        found = set(self.dependents(relation))
         index = self._tables.get(relation)
         if index is None:
-            return set()
-        found = set(index.unindexed)
+            return found
+        found |= index.unindexed
         for by_value in index.by_column.values():
             for shapes in by_value.values():
                 found |= shapes
@@ -76,3 +94,6 @@ class Router:
                         if shapes:
                             found |= shapes
         return found
+
+
+_NONE: frozenset[Shape] = frozenset()

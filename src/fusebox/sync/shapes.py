@@ -3,6 +3,15 @@
 Each shape owns a log (a stream in the log engine). The registry itself is a small JSON
 stream in the same engine (`create` / `delete` records), so shapes survive a restart with
 their handles and logs, and there is one storage mechanism for everything.
+
+A where clause with subqueries (`col IN (SELECT col FROM other WHERE ...)`) makes the shape
+depend on the tables they read. Each subquery's result is loaded in the shape's snapshot
+transaction and then kept current from those tables' changes, in commit order, skipping
+what the snapshot saw, exactly as the shape's own rows are; a transaction's changes to
+them are followed before its changes to the shape's table are judged. When a value enters
+or leaves a result, rows of the shape's table would move in or out without changing
+themselves: the shape is invalidated (409, the client refetches), as Electric first did.
+Results live only in memory, so such shapes are dropped on restart (see ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from fusebox.streams.engine import StreamEngine
 from fusebox.streams.errors import StreamNotFound
 from fusebox.streams.framing import SEPARATOR
 from fusebox.streams.model import StreamConfig
-from fusebox.sync.changes import Transaction, shape_items
+from fusebox.sync.changes import Transaction, fill_unchanged, shape_items
 from fusebox.sync.log_items import ChangeEncoder, build_key, key_prefix
 from fusebox.sync.router import Router
 from fusebox.sync.schema import Table, TableNotFound, inspect_table, session_options
@@ -34,7 +43,15 @@ from fusebox.sync.snapshot import (
     snapshot_query,
     table_layout,
 )
-from fusebox.sync.where import ColumnType, WhereClause, WhereError, WhereEvalError, compile_where
+from fusebox.sync.where import (
+    ColumnType,
+    Subquery,
+    WhereClause,
+    WhereError,
+    WhereEvalError,
+    compile_where,
+    tables_read,
+)
 
 log = logging.getLogger("fusebox.sync")
 
@@ -56,13 +73,19 @@ class Shape:
     released: asyncio.Future[None] | None = None
     failed: str | None = None
     deleted: bool = False
+    # The tables the where clause's subqueries read, and the commit LSN of the newest
+    # transaction whose changes to them are in the subqueries' results.
+    dependencies: dict[tuple[str, str], Table] = field(default_factory=dict)
+    subqueries_lsn: int = 0
     # Derived once: routing uses them for every change.
     relation: tuple[str, str] = field(init=False, repr=False)
     key_of: Callable[[dict], str] = field(init=False, repr=False)
     full: bool = field(init=False, repr=False)
+    subqueries: tuple[Subquery, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.relation = self.table.relation
+        self.subqueries = self.where.subqueries if self.where is not None else ()
         prefix, primary_key = key_prefix(self.table), self.table.primary_key
         self.key_of = lambda row: build_key(prefix, row, primary_key)
         self.full = self.definition.replica == "full"
@@ -132,6 +155,12 @@ class Shapes:
                     log.warning("dropping shape %s on restart: %s", handle, exc)
                     await self._forget(handle)
                     continue
+                if shape.subqueries:
+                    # Their results were in memory only; rebuilt from Postgres now they
+                    # would not match the position replication resumes from.
+                    log.info("dropping shape %s on restart: its where has subqueries", handle)
+                    await self.delete(shape)
+                    continue
                 shape.log.rebuild()
                 if not shape.log.snapshot_done:
                     await self.delete(shape)
@@ -179,11 +208,12 @@ class Shapes:
         async with await psycopg.AsyncConnection.connect(self.database_url) as conn:
             shape = await self._build(conn, handle, definition, create_log=True)
         if self.on_table is not None:
-            prepared = self.on_table(shape.table)
-            if prepared is not None:
-                await prepared
+            for table in (shape.table, *shape.dependencies.values()):
+                prepared = self.on_table(table)
+                if prepared is not None:
+                    await prepared
         self._register(shape)
-        if definition.log_mode == "changes_only":
+        if definition.log_mode == "changes_only" and not shape.subqueries:
             shape.log.append_snapshot(end=(0, 0, []))
             await self._record(
                 {"op": "create", "handle": handle, "definition": definition.to_json()}
@@ -222,10 +252,16 @@ class Shapes:
                     + ", ".join(missing),
                 )
         where = None
+        dependencies: dict[tuple[str, str], Table] = {}
         if definition.where:
             try:
+                for relation in tables_read(definition.where):
+                    dependencies[relation] = await self._table(conn, *relation)
                 where = compile_where(
-                    definition.where, _column_types(table), dict(definition.params)
+                    definition.where,
+                    _column_types(table),
+                    dict(definition.params),
+                    {relation: _column_types(t) for relation, t in dependencies.items()},
                 )
             except WhereError as exc:
                 raise ShapeError(getattr(exc, "field", "where"), str(exc)) from None
@@ -239,7 +275,9 @@ class Shapes:
         else:
             stream = self.engine.lookup(path)
         shape_log = ShapeLog(self.engine, stream, self.chunk_bytes)
-        return Shape(handle, definition, table, columns, where, shape_log)
+        return Shape(
+            handle, definition, table, columns, where, shape_log, dependencies=dependencies
+        )
 
     async def _table(self, conn: psycopg.AsyncConnection, schema: str, name: str) -> Table:
         cached = self._tables.get((schema, name))
@@ -281,18 +319,16 @@ class Shapes:
                     }
                 )
                 started.set_result(None)
-                where_sql = shape.where.sql if shape.where is not None else None
-                layout = await table_layout(conn, shape.table)
-                query = snapshot_query(shape.table, shape.columns, where_sql, layout)
-                previous: asyncio.Future[None] | None = None
-                async for framed in copy_items(conn, query, self.chunk_bytes):
-                    commit = shape.log.append_snapshot(framed)
-                    # Keep at most one batch in flight: memory stays bounded by the chunk size.
-                    if previous is not None:
-                        await asyncio.shield(previous)
-                    previous = commit
+                # The subqueries' results as of the snapshot: changes it did not see follow.
+                for subquery in shape.subqueries:
+                    subquery.load(await _column_texts(conn, subquery.sql))
+                copy_rows = shape.definition.log_mode != "changes_only"
+                if copy_rows:
+                    await self._copy_rows(conn, shape)
                 await conn.rollback()
             end = (visibility.xmin, visibility.xmax, sorted(visibility.xip))
+            if not copy_rows:
+                end = (0, 0, [])  # as for any changes_only shape
             await asyncio.shield(shape.log.append_snapshot(end=end))
             # Transactions held while the snapshot ran: those it already saw are skipped
             # (some arrived before its visibility was known). More are held while these
@@ -300,7 +336,7 @@ class Shapes:
             while shape.held:
                 held, shape.held = shape.held, []
                 commits = [
-                    self._apply(shape, transaction)
+                    self._deliver(shape, transaction)
                     for transaction in held
                     if not visibility.sees(transaction.xid)
                 ]
@@ -318,6 +354,18 @@ class Shapes:
             if shape.released is not None and not shape.released.done():
                 shape.released.set_result(None)
 
+    async def _copy_rows(self, conn: psycopg.AsyncConnection, shape: Shape) -> None:
+        where_sql = shape.where.sql if shape.where is not None else None
+        layout = await table_layout(conn, shape.table)
+        query = snapshot_query(shape.table, shape.columns, where_sql, layout)
+        previous: asyncio.Future[None] | None = None
+        async for framed in copy_items(conn, query, self.chunk_bytes):
+            commit = shape.log.append_snapshot(framed)
+            # Keep at most one batch in flight: memory stays bounded by the chunk size.
+            if previous is not None:
+                await asyncio.shield(previous)
+            previous = commit
+
     # -- changes ------------------------------------------------------------------------
 
     def apply(self, transaction: Transaction) -> list[asyncio.Future[None]]:
@@ -325,33 +373,99 @@ class Shapes:
         commits: list[asyncio.Future[None]] = []
         for relation in transaction.truncated:
             for shape in self.router.shapes_of(relation):
-                log.info("truncate of %s.%s invalidates shape %s", *relation, shape.handle)
-                commits.append(asyncio.ensure_future(self.delete(shape)))
-        # Which changes each candidate shape must consider, in transaction order.
+                reason = f"truncate of {relation[0]}.{relation[1]}"
+                commits.append(self.invalidate(shape, reason))
+        # Which changes each candidate shape must consider, in transaction order, and which
+        # changes to the tables its subqueries read.
         per_shape: dict[Shape, list[int]] = {}
+        followed: dict[Shape, list[int]] = {}
         encoders: dict[tuple[str, str], ChangeEncoder] = {}  # one per table, not per shape
         for index, change in enumerate(transaction.changes):
             rows = [row for row in (change.new, change.old) if row is not None]
             for shape in self.router.candidates(change.relation, rows):
                 per_shape.setdefault(shape, []).append(index)
+            for shape in self.router.dependents(change.relation):
+                followed.setdefault(shape, []).append(index)
+        for shape in followed:
+            per_shape.setdefault(shape, [])
         for shape, indexes in per_shape.items():
             if shape.deleted:
                 continue
             if shape.visibility is not None and shape.visibility.sees(transaction.xid):
-                continue
-            if transaction.lsn <= shape.log.last_offset[0]:
-                # Already in this shape's log: Postgres can resend a transaction whose
-                # acknowledgement it lost over a restart.
                 continue
             if shape.snapshot is not None and not shape.snapshot.done():
                 shape.held.append(transaction)
                 if shape.released is not None:
                     commits.append(shape.released)
                 continue
-            commit = self._apply(shape, transaction, indexes, encoders)
+            commit = self._deliver(shape, transaction, indexes, followed.get(shape, []), encoders)
             if commit is not None:
                 commits.append(commit)
         return commits
+
+    def _deliver(
+        self,
+        shape: Shape,
+        transaction: Transaction,
+        indexes: list[int] | None = None,
+        followed: list[int] | None = None,
+        encoders: dict[tuple[str, str], ChangeEncoder] | None = None,
+    ) -> asyncio.Future[None] | None:
+        """Follow the transaction's changes to the subqueries' tables, then append the
+        shape's own items; a subquery result that changes invalidates the shape instead."""
+        if shape.deleted:
+            return None
+        if shape.subqueries and transaction.lsn > shape.subqueries_lsn:
+            # (Not again for a transaction Postgres resends after a replication restart.)
+            shape.subqueries_lsn = transaction.lsn
+            if followed is None:
+                followed = [
+                    i for i, c in enumerate(transaction.changes) if c.relation in shape.dependencies
+                ]
+            moved = self._follow(shape, transaction, followed)
+            if moved is not None:
+                return self.invalidate(shape, moved)
+        if indexes is not None and not indexes:
+            return None
+        if transaction.lsn <= shape.log.last_offset[0]:
+            # Already in this shape's log: Postgres can resend a transaction whose
+            # acknowledgement it lost over a restart.
+            return None
+        return self._apply(shape, transaction, indexes, encoders)
+
+    @staticmethod
+    def _follow(shape: Shape, transaction: Transaction, followed: list[int]) -> str | None:
+        """Apply changes to the subqueries' results; why the shape is stale, if it is.
+
+        A value of a subquery of the clause itself may come and go within the transaction:
+        the shape's rows are judged against the results as the transaction leaves them
+        (its items reach clients together), so only a value in or out at the end counts.
+        A nested subquery's result is read by another subquery's where clause, whose
+        counts any value in or out there may have made wrong: that invalidates at once.
+        """
+        toggled: dict[tuple[int, object], bool] = {}  # (subquery, key): present before
+        subqueries = shape.subqueries
+        for index in followed:
+            change = transaction.changes[index]
+            old = change.old if change.operation != "insert" else None
+            new = change.new if change.operation != "delete" else None
+            if change.operation == "update":
+                if old is None:
+                    return f"an update of {change.relation} without its old row"
+                assert new is not None
+                new = fill_unchanged(new, old)
+            for position, subquery in enumerate(subqueries):
+                if subquery.relation != change.relation:
+                    continue
+                keys = subquery.apply_change(old, new)
+                if keys and subquery.nested:
+                    return f"the result of a nested subquery on {change.relation} changed"
+                for key in keys:
+                    toggled.setdefault((position, key), key not in subquery.result)
+        for (position, key), present in toggled.items():
+            if (key in subqueries[position].result) != present:
+                return f"the result of a subquery on {subqueries[position].relation} changed"
+        return None
 
     def _apply(
         self,
@@ -412,16 +526,31 @@ class Shapes:
         """Remove a shape and its log; its clients get 409 and refetch."""
         if shape.deleted:
             return
+        self._detach(shape)
+        await self._forget(shape.handle)
+
+    def invalidate(self, shape: Shape, reason: str) -> asyncio.Future[None]:
+        """Delete a shape that has gone stale: at once for routing and readers (nothing
+        more is appended, requests get 409), durably when the returned future is done."""
+        if shape.deleted:
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        log.info("shape %s is invalidated: %s", shape.handle, reason)
+        self._detach(shape)
+        return asyncio.ensure_future(self._forget(shape.handle))
+
+    def _detach(self, shape: Shape) -> None:
         shape.deleted = True
         if self._by_handle.get(shape.handle) is shape:
             del self._by_handle[shape.handle]
         if self._by_definition.get(shape.definition) is shape:
             del self._by_definition[shape.definition]
         self.router.remove(shape)
-        if shape.snapshot is not None and not shape.snapshot.done():
-            shape.snapshot.cancel()
+        snapshot = shape.snapshot
+        if snapshot is not None and not snapshot.done() and snapshot is not asyncio.current_task():
+            snapshot.cancel()
         shape.log.close()
-        await self._forget(shape.handle)
 
     async def drop_registry(self) -> None:
         """Delete the registry itself (the source is being deleted)."""
@@ -439,7 +568,8 @@ class Shapes:
         """The shapes a Relation message makes stale: their table's columns changed."""
         stale = []
         for shape in self.router.shapes_of(relation):
-            known = [(c.name, c.type_oid) for c in shape.table.columns]
+            table = shape.table if shape.relation == relation else shape.dependencies[relation]
+            known = [(c.name, c.type_oid) for c in table.columns]
             if known != [tuple(c) for c in columns]:
                 stale.append(shape)
         if stale:
@@ -460,3 +590,13 @@ def _column_types(table: Table) -> dict[str, ColumnType]:
         )
         for column in table.columns
     }
+
+
+async def _column_texts(conn: psycopg.AsyncConnection, sql: str) -> list[str | None]:
+    """The first column of `sql` as Postgres's text output (None for NULL): what
+    replication delivers, not what a cast to text gives (`t`, not `true`)."""
+    cursor = await conn.execute(sql)
+    result = cursor.pgresult
+    assert result is not None
+    values = (result.get_value(row, 0) for row in range(result.ntuples))
+    return [None if value is None else bytes(value).decode() for value in values]

@@ -51,6 +51,8 @@ class Subquery:
 
     select: Subselect
     sql: str
+    # Read by another subquery's where clause, not by the clause itself.
+    nested: bool
     _matches: Evaluator = field(repr=False)
     _key: Callable[[str], Any] = field(repr=False)
 
@@ -79,21 +81,22 @@ class Subquery:
         for text in texts:
             self.select.result.add(None if text is None else self._key(text))
 
-    def apply_change(self, old: Row | None, new: Row | None) -> bool:
+    def apply_change(self, old: Row | None, new: Row | None) -> tuple[Any, ...]:
         """Follow one row change (old and/or new row of the subquery's table).
 
-        True when the set of distinct values changed: a value entered or left.
+        Returns the keys that entered or left the set of distinct values (None for NULL);
+        empty when the set is as it was.
         """
         before, after = self._row_key(old), self._row_key(new)
         if before == after and (before is _ABSENT) == (after is _ABSENT):
-            return False
+            return ()
         result = self.select.result
-        changed = False
-        if before is not _ABSENT:
-            changed = result.remove(before)
-        if after is not _ABSENT:
-            changed = result.add(after) or changed
-        return changed
+        toggled = []
+        if before is not _ABSENT and result.remove(before):
+            toggled.append(before)
+        if after is not _ABSENT and result.add(after):
+            toggled.append(after)
+        return tuple(toggled)
 
 
 _ABSENT = object()
@@ -151,13 +154,14 @@ def compile_where(
     try:
         tree = _prepared(analyzer.analyze(parse(where)))
         subqueries = []
-        pending = _subselects(tree)
+        top = _subselects(tree)
+        pending = list(top)
         while pending:
             select = pending.pop(0)
             if select.where is not None:
                 select.where = _prepared(select.where)
                 pending.extend(_subselects(select.where))
-            subqueries.append(_subquery(select))
+            subqueries.append(_subquery(select, nested=not any(select is t for t in top)))
     except RecursionError:
         raise WhereError(f"the where clause nests deeper than {MAX_DEPTH} levels") from None
     # Params the clause does not use are accepted, as Electric accepts them.
@@ -184,11 +188,13 @@ def _subselects(tree: Node) -> list[Subselect]:
     return [n.select for n in walk(tree) if isinstance(n, InSubquery)]
 
 
-def _subquery(select: Subselect) -> Subquery:
+def _subquery(select: Subselect, nested: bool) -> Subquery:
     parse_text = output_parser(select.column_type)
     key = eq_key(select.column_type)
     matches = compile_node(select.where) if select.where is not None else (lambda row: True)
-    return Subquery(select, render_subselect(select), matches, lambda text: key(parse_text(text)))
+    return Subquery(
+        select, render_subselect(select), nested, matches, lambda text: key(parse_text(text))
+    )
 
 
 MAX_DEPTH = 200

@@ -214,6 +214,9 @@ class SubqueryResult:
     def __len__(self) -> int:
         return len(self.counts) + (1 if self.nulls else 0)
 
+    def __contains__(self, key: Any) -> bool:
+        return self.nulls > 0 if key is None else key in self.counts
+
     def add(self, key: Any) -> bool:
         if key is None:
             self.nulls += 1
