@@ -28,6 +28,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def terminate(process: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM (a clean stop), then SIGKILL if it has not exited within `timeout` s."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @dataclass
 class StreamsProcess:
     """`fusebox streams serve` in a subprocess, restartable on the same data directory."""
@@ -83,12 +93,7 @@ class StreamsProcess:
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            terminate(self.process, 20)
             self.process = None
 
 
@@ -216,17 +221,13 @@ class SyncProcess:
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            terminate(self.process, 20)
             self.process = None
 
     def kill(self) -> None:
+        """SIGKILL: no shutdown path runs, as in a crash."""
         if self.process is not None:
-            self.process.kill()
+            self.process.send_signal(signal.SIGKILL)
             self.process.wait()
             self.process = None
 
@@ -369,6 +370,7 @@ class PlatformProcess:
     log_path: Path | None = None
     owner_email: str = ""
     owner_password: str = ""
+    root_options: Sequence[str] = ()  # options before `serve`, such as --log-level
 
     @property
     def url(self) -> str:
@@ -378,7 +380,7 @@ class PlatformProcess:
         self.log_path = self.data_dir.parent / f"platform-{self.port}.log"
         log = open(self.log_path, "wb")  # noqa: SIM115 - the child keeps it open
         command = [
-            sys.executable, "-m", "fusebox", "serve",
+            sys.executable, "-m", "fusebox", *self.root_options, "serve",
             "--host", "127.0.0.1", "--port", str(self.port),
             "--data-dir", str(self.data_dir),
         ]  # fmt: skip
@@ -403,12 +405,7 @@ class PlatformProcess:
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            terminate(self.process, 30)
             self.process = None
 
 

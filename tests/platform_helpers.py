@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -29,38 +27,8 @@ T = TypeVar("T")
 REFUSED = frozenset({400, 401, 403, 404})
 
 
-@dataclass
-class Platform(PlatformProcess):
-    """`fusebox [root options] serve` with stdout and stderr in `log_path`."""
-
-    root_options: Sequence[str] = ()
-
-    def start(self) -> Platform:
-        self.log_path = self.data_dir.parent / f"platform-{self.port}.log"
-        log = open(self.log_path, "wb")  # noqa: SIM115 - the child keeps it open
-        command = [
-            sys.executable, "-m", "fusebox", *self.root_options, "serve",
-            "--host", "127.0.0.1", "--port", str(self.port),
-            "--data-dir", str(self.data_dir),
-        ]  # fmt: skip
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            text = self.log_path.read_text(errors="replace")
-            if "Ctrl-C stops." in text:
-                for line in text.splitlines():
-                    line = line.strip()
-                    if line.startswith("password: "):
-                        self.owner_password = line.removeprefix("password: ")
-                    elif line.startswith("fusebox auth login") and "--email " in line:
-                        self.owner_email = line.split("--email ", 1)[1].split()[0]
-                if not (self.owner_email and self.owner_password):
-                    raise RuntimeError(f"no sign-in details on stdout; see {self.log_path}")
-                return self
-            if self.process.poll() is not None:
-                raise RuntimeError(f"fusebox serve exited early; see {self.log_path}")
-            time.sleep(0.1)
-        raise RuntimeError(f"fusebox serve did not start; see {self.log_path}")
+# `fusebox [root options] serve`, output in `log_path` (tests/conftest.py).
+Platform = PlatformProcess
 
 
 @contextmanager
