@@ -6,6 +6,7 @@ import base64
 import logging
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,16 @@ def make_service(cloud: CloudHarness, headers: dict[str, str], type: str = "post
     response = cloud.client.post(f"{API}/services", json=body, headers=headers)
     assert response.status_code == 201, response.text
     return response.json()
+
+
+def settle(cloud: CloudHarness, headers: dict[str, str], service_id: str) -> str:
+    """Wait (bounded) until the service has left `provisioning`; returns its state."""
+    deadline = time.monotonic() + 30
+    while True:
+        state = cloud.client.get(f"{API}/services/{service_id}", headers=headers).json()["state"]
+        if state != "provisioning" or time.monotonic() > deadline:
+            return state
+        time.sleep(0.05)
 
 
 def rotate(cloud: CloudHarness, headers: dict[str, str], service_id: str, overlap: int) -> str:
@@ -230,6 +241,9 @@ def test_cached_secrets_are_dropped_on_rotation_and_delete(cloud: CloudHarness) 
     resources.secret_cache_seconds = 3600  # only invalidation can refresh the cache here
     headers = cloud.login()
     service = make_service(cloud, headers)
+    # Provisioning changes the service's state in the background, and any change drops
+    # what is loaded meanwhile: let it settle before looking at the cache.
+    settle(cloud, headers, service["id"])
     assert resources.verify_service_secret(service["id"], service["secret"])
     assert service["id"] in resources._cache
     new = rotate(cloud, headers, service["id"], 0)
