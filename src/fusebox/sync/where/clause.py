@@ -172,7 +172,7 @@ def compile_where(
         referenced_columns=referenced,
         index_hint=_index_hint(tree),
         tree=tree,
-        _evaluate=compile_node(tree),
+        _evaluate=_exact_lookup(tree) or compile_node(tree),
         subqueries=tuple(subqueries),
     )
 
@@ -281,6 +281,44 @@ def _equality_hint(column_node: Node, const: Node) -> IndexHint | None:
     if not same_kind and not (const.type.category == column.type.category == "S"):
         return None
     return IndexHint(column.name, frozenset((formatter(const.value),)))
+
+
+def _exact_hint(node: Node) -> IndexHint | None:
+    """The node's hint when it says exactly which rows match, not just which may.
+
+    True of the single forms (`col = c`, `col = ANY(...)`/`IN`, a boolean column and its
+    NOT / IS TRUE / IS FALSE) and of ORs of them on one column; an AND's hint is one
+    conjunct's, so never exact.
+    """
+    if isinstance(node, BoolExpr):
+        if node.op != "OR":
+            return None
+        hints = [_exact_hint(arg) for arg in node.args]
+        if any(h is None for h in hints) or len({h.column for h in hints}) != 1:  # type: ignore[union-attr]
+            return None
+        return IndexHint(hints[0].column, frozenset().union(*(h.values for h in hints)))  # type: ignore[union-attr]
+    return _index_hint(node)
+
+
+def _exact_lookup(tree: Node) -> Evaluator | None:
+    """For a clause that is exactly its index hint, evaluation as a set lookup.
+
+    The hint's values are the texts for which `=` holds (only types whose text output is
+    canonical get hints), and NULL matches nothing; so `row[column] in values` is the
+    clause's truth, without walking the tree. Most shapes (`tenant_id = 42`) are this.
+    """
+    hint = _exact_hint(tree)
+    if hint is None:
+        return None
+    column, values = hint
+
+    def lookup(row: Row) -> bool:
+        try:
+            return row[column] in values
+        except KeyError:
+            raise WhereEvalError(f"the row has no value for column {column!r}") from None
+
+    return lookup
 
 
 def _index_hint(node: Node) -> IndexHint | None:
