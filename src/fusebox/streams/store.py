@@ -304,13 +304,7 @@ class FileStore:
         if tail is None:
             return
         data = tail.buffer
-        fd = self._write_handles.get(stream_id)
-        view = memoryview(data)
-        position = tail.start
-        while view:
-            written = os.pwrite(fd, view, position)
-            view, position = view[written:], position + written
-        view.release()
+        self._pwrite(stream_id, data, tail.start)
         # Only now that the bytes are in the file: a reader that finds no tail reads the
         # file, and one holding this tail still finds its bytes in it.
         del self._tails[stream_id]
@@ -320,11 +314,19 @@ class FileStore:
         for stream_id in list(self._tails):
             self._write_tail(stream_id)
 
+    def _pwrite(self, stream_id: int, data: bytes | bytearray, position: int) -> None:
+        fd = self._write_handles.get(stream_id)
+        with memoryview(data) as view:
+            while view:
+                written = os.pwrite(fd, view, position)
+                view, position = view[written:], position + written
+
     def _apply_files(self, record: Record) -> None:
         if record.kind in (APPEND, CREATE):
-            fd = self._write_handles.get(record.stream_id)
             if record.data:
-                os.pwrite(fd, record.data, record.file_position)
+                self._pwrite(record.stream_id, record.data, record.file_position)
+            else:
+                self._write_handles.get(record.stream_id)  # the file exists from creation on
         elif record.kind == DELETE:
             for stream_id in record.meta.get("drop", ()):
                 tail = self._tails.pop(stream_id, None)

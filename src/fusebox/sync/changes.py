@@ -181,7 +181,7 @@ def shape_items(
         value = _pick(new, selected)
         old_value = {c: old.get(c) for c in changed}
         return [ShapeItem("update", new_key, value, op_position, old_value=old_value)]
-    value = dict(_pick(new, primary_key))  # a copy: `_pick` may return the row itself
+    value = {c: new.get(c) for c in primary_key}  # not `_pick`: it may return the row itself
     value.update({c: new.get(c) for c in changed})
     return [ShapeItem("update", new_key, value, op_position)]
 

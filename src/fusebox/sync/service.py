@@ -164,7 +164,7 @@ class Replication:
         reached_active = False
 
         def readable() -> None:
-            # Unpickling and routing a batch builds many long-lived objects at once.
+            # Decoding and routing a batch builds many objects that live until it is done.
             with collector_paused():
                 drain()
 
@@ -335,27 +335,29 @@ class SyncSource:
 
     async def start(self) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if await self._load():
+            await self.replication.start()
+        else:
+            # Start anyway, answering 503 (status `starting`), and restore once it is back.
+            self._loading = asyncio.create_task(self._load_when_reachable())
+
+    async def _load(self) -> bool:
+        """Restore the shapes; False while Postgres (their tables' descriptions) is away."""
         try:
             await self.shapes.load()
         except psycopg.OperationalError as exc:
-            # Restoring shapes needs their tables' descriptions from Postgres. Start
-            # anyway, answering 503 (status `starting`), and restore once it is back.
             log.warning("Postgres is unreachable (%s); shapes load when it is back", exc)
             self.status.reason = "the database is unreachable"
-            self._loading = asyncio.create_task(self._load_when_reachable())
-            return
-        await self.replication.start()
+            return False
+        return True
 
     async def _load_when_reachable(self) -> None:
         delay = 0.5
         while True:
             await asyncio.sleep(delay)
-            try:
-                await self.shapes.load()
+            if await self._load():
                 break
-            except psycopg.OperationalError as exc:
-                log.info("Postgres still unreachable (%s); retrying in %.1f s", exc, delay)
-                delay = min(delay * 2, 10.0)
+            delay = min(delay * 2, 10.0)
         await self.replication.start()
 
     async def stop(self) -> None:
