@@ -35,7 +35,7 @@ from fusebox.streams.errors import (
 )
 from fusebox.streams.model import StreamConfig
 from fusebox.streams.records import APPEND, CREATE, DELETE, Record, decode_records
-from fusebox.streams.store import FileStore
+from fusebox.streams.store import FileStore, StorageFailed
 
 OCTET = "application/octet-stream"
 JSON = "application/json"
@@ -235,8 +235,11 @@ def test_reads_join_data_files_and_in_memory_tails(tmp_path: Path) -> None:
     expected: dict[str, bytes] = {}
 
     async def start() -> StreamEngine:
-        # Tiny thresholds so that tails are written out often, by size and by total.
-        store = FileStore(tmp_path, segment_bytes=16 * 1024, tail_bytes=300, buffer_bytes=2_000)
+        # Tiny thresholds so that tails are written out often, by size and by total, and
+        # some appends go to the data file directly (external) in batches with small ones.
+        store = FileStore(
+            tmp_path, segment_bytes=16 * 1024, tail_bytes=300, buffer_bytes=2_000, direct_bytes=600
+        )
         engine = StreamEngine(store)
         await engine.start()
         return engine
@@ -258,15 +261,22 @@ def test_reads_join_data_files_and_in_memory_tails(tmp_path: Path) -> None:
         store = engine._store
         assert isinstance(store, FileStore)
         seen_tail_and_file = False
-        for i in range(400):
-            path = rng.choice(sorted(expected))
-            body = rng.randbytes(rng.randint(1, 120)) + f"#{i}".encode()
-            await append(engine, path, body)
-            expected[path] += body
+        for _ in range(400):
+            # Several appends in flight at once share a WAL batch.
+            batch = []
+            for j in range(rng.choice((1, 1, 3))):
+                size = rng.choice((rng.randint(1, 120), rng.randint(1, 120), 700))
+                batch.append((rng.choice(sorted(expected)), rng.randbytes(size) + b"#%d" % j))
+            ends = await asyncio.gather(*(append(engine, p, body) for p, body in batch))
+            for (path, body), end in sorted(zip(batch, ends, strict=True), key=lambda b: b[1]):
+                assert end == len(expected[path]) + len(body)
+                expected[path] += body
             check(engine)
-            tail = store._tails.get(engine.lookup(path).id)
+            tail = store._tails.get(engine.lookup(batch[0][0]).id)
             seen_tail_and_file = seen_tail_and_file or (tail is not None and tail.start > 0)
         assert seen_tail_and_file  # the interesting case (a read across both) happened
+        external = [r for r in wal_records(tmp_path) if r.external]
+        assert external and all(r.data == b"" and r.size >= 600 for r in external)
         assert store._buffered == sum(len(t.buffer) for t in store._tails.values())
         await crash(engine)
         engine = await start()
@@ -277,6 +287,48 @@ def test_reads_join_data_files_and_in_memory_tails(tmp_path: Path) -> None:
         for path, data in expected.items():
             stream_id = engine.lookup(path).id
             assert (tmp_path / "streams" / f"{stream_id}.data").read_bytes() == data
+        await engine.stop()
+
+    run(scenario)
+
+
+def test_external_append_lost_before_its_log_record_is_trimmed(tmp_path: Path) -> None:
+    """A large append reaches its data file (synced) before the WAL records its length. If
+    the WAL write never happens, the append was not acknowledged, and recovery trims the
+    data file back so that the next append lands where the last acknowledged one ended."""
+
+    async def start() -> StreamEngine:
+        engine = StreamEngine(FileStore(tmp_path, direct_bytes=1000))
+        await engine.start()
+        return engine
+
+    async def scenario() -> None:
+        engine = await start()
+        await create(engine, "/s")
+        await append(engine, "/s", b"small, through the log;")
+        await append(engine, "/s", b"L" * 5000)  # external
+        store = engine._store
+        assert isinstance(store, FileStore)
+        stream_id = engine.lookup("/s").id
+        data_file = tmp_path / "streams" / f"{stream_id}.data"
+        # The WAL becomes unwritable: the next external append reaches only its data file.
+        os.close(store._wal_fd)
+        store._wal_fd = os.open(os.devnull, os.O_RDONLY)
+        with pytest.raises(StorageFailed):
+            await append(engine, "/s", b"U" * 3000)
+        await crash(engine)
+        assert data_file.stat().st_size == 23 + 5000 + 3000
+
+        engine = await start()
+        assert read_all(engine, "/s") == b"small, through the log;" + b"L" * 5000
+        assert data_file.stat().st_size == 23 + 5000
+        await append(engine, "/s", b"after")
+        await append(engine, "/s", b"E" * 2000)
+        expected = b"small, through the log;" + b"L" * 5000 + b"after" + b"E" * 2000
+        assert read_all(engine, "/s") == expected
+        await crash(engine)
+        engine = await start()
+        assert read_all(engine, "/s") == expected
         await engine.stop()
 
     run(scenario)
@@ -771,10 +823,15 @@ def test_records_round_trip_and_stop_at_damage() -> None:
     records = [
         Record(CREATE, 1, {"path": "/p", "x": [1, "ü"]}, b"", 0),
         Record(APPEND, 1, {"q": "seq"}, bytes(range(256)), 0),
+        Record(APPEND, 1, {}, b"bytes in the data file only", 256, external=27),
         Record(DELETE, 1, {"soft": False, "drop": [1]}),
     ]
     wire = b"".join(r.encode() for r in records)
     decoded = [record for record, _ in decode_records(wire)]
+    # An external record's bytes stay out of the log: replay knows their length only.
+    assert decoded[2] == Record(APPEND, 1, {}, b"", 256, external=27)
+    assert decoded[2].size == records[2].size == 27
+    records[2] = decoded[2]
     assert decoded == records
     for cut in range(len(wire)):
         prefix = [record for record, _ in decode_records(wire[:cut])]

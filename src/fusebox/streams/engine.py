@@ -375,7 +375,7 @@ class StreamEngine:
         """Registry and pending-state effects of a record (live and on replay)."""
         if record.kind == APPEND:
             stream = self._by_id[record.stream_id]
-            stream.pending.apply_append(record.meta, len(record.data))
+            stream.pending.apply_append(record.meta, record.size)
             return stream
         if record.kind == CREATE:
             meta = record.meta
@@ -421,7 +421,7 @@ class StreamEngine:
             if stream is None:
                 return
             start = stream.durable.tail
-            stream.durable.apply_append(record.meta, len(record.data))
+            stream.durable.apply_append(record.meta, record.size)
             self._publish(stream, start, record.data)
         elif record.kind == CREATE:
             stream = self._by_id.get(record.stream_id)

@@ -5,7 +5,8 @@ needs no decisions, so recovery and the live path apply exactly the same changes
 
 Wire form of one record: u32 body length, u32 CRC-32 of the body, then the body:
 u32 meta length, the meta as JSON, then the data bytes. A torn or corrupt tail fails its
-CRC and ends replay there.
+CRC and ends replay there. An append whose bytes went straight to the stream's data file
+(`external`) carries only their length, under the meta key `ext`.
 """
 
 from __future__ import annotations
@@ -33,12 +34,22 @@ class Record:
     data: bytes = b""
     # Where `data` lands in the stream's own data file.
     file_position: int = 0
+    # Non-zero: this many bytes were written to the data file directly, not to the log.
+    # Replayed records know only the length (`data` is empty).
+    external: int = 0
+
+    @property
+    def size(self) -> int:
+        """How many bytes the record appends to its stream."""
+        return self.external or len(self.data)
 
     def encode(self) -> bytes:
-        meta = orjson.dumps(
-            {"k": self.kind, "s": self.stream_id, "p": self.file_position, **self.meta}
-        )
-        body = b"".join((_META_LEN.pack(len(meta)), meta, self.data))
+        head = {"k": self.kind, "s": self.stream_id, "p": self.file_position}
+        if self.external:
+            head["ext"] = self.external
+        meta = orjson.dumps({**head, **self.meta})
+        data = b"" if self.external else self.data
+        body = b"".join((_META_LEN.pack(len(meta)), meta, data))
         return _HEADER.pack(len(body), zlib.crc32(body)) + body
 
 
@@ -63,5 +74,6 @@ def decode_records(buffer: bytes) -> Iterator[tuple[Record, int]]:
         kind = meta.pop("k")
         stream_id = meta.pop("s")
         file_position = meta.pop("p")
+        external = meta.pop("ext", 0)
         position = start + length
-        yield Record(kind, stream_id, meta, data, file_position), position
+        yield Record(kind, stream_id, meta, data, file_position, external), position
