@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import platform
 import weakref
 
+import pytest
+
+from fusebox.allocator import retain_freed_memory
 from fusebox.collector import HeapFreezer, collector_paused
 
 
@@ -64,3 +68,12 @@ def test_idle_collector_collects_between_transactions_only() -> None:
         assert cycle() is None
     finally:
         gc.enable()
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_servers_can_tune_glibc_malloc() -> None:
+    # Applied once per server process; repeating it is harmless. A refused setting would
+    # silently bring back fresh pages for every large block (allocator.py).
+    assert retain_freed_memory()
+    assert retain_freed_memory(mmap_threshold=1 << 20)
+    assert retain_freed_memory()

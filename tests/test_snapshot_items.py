@@ -27,6 +27,7 @@ from fusebox.streams.engine import StreamEngine
 from fusebox.streams.framing import SEPARATOR
 from fusebox.streams.model import StreamConfig
 from fusebox.streams.store import FileStore
+from fusebox.sync import snapshot as snapshot_module
 from fusebox.sync.log_items import (
     build_key,
     change_item,
@@ -36,11 +37,17 @@ from fusebox.sync.log_items import (
     snapshot_item_sql,
 )
 from fusebox.sync.schema import Table, inspect_table, session_options
+from fusebox.sync.shape import ShapeDefinition
 from fusebox.sync.shape_log import ShapeLog
+from fusebox.sync.shapes import Shapes
 from fusebox.sync.snapshot import (
+    PARALLEL_MIN_PAGES,
     Layout,
     begin_snapshot,
     copy_items,
+    export_snapshot,
+    join_snapshot,
+    snapshot_parts,
     snapshot_query,
     table_layout,
 )
@@ -360,6 +367,101 @@ def test_snapshot_chunk_cuts_match_rebuild(tmp_path: Path, seed: int) -> None:
         assert rebuilt._positions == shape_log._positions
         assert rebuilt._chunk_ends == shape_log._chunk_ends
         assert rebuilt.snapshot_done and rebuilt.visible_end == shape_log.visible_end
+        await engine.stop()
+
+    asyncio.run(scenario())
+
+
+def test_parts_of_a_large_table_read_one_exported_snapshot(database: str) -> None:
+    """Split over connections, the parts cover every page group exactly once, and helpers
+    that join the exported snapshot do not see what committed after it."""
+    name = new_table(database, "id int PRIMARY KEY, pad text NOT NULL")
+    execute(
+        database,
+        f"INSERT INTO {name} SELECT g, repeat('x', 150) FROM generate_series(1, 4000) g",
+    )
+
+    async def scenario() -> None:
+        options = session_options()
+        async with await psycopg.AsyncConnection.connect(database, options=options) as conn:
+            table = await inspect_table(conn, "public", name)
+            columns = tuple(c.name for c in table.columns)
+            await conn.rollback()
+            await begin_snapshot(conn)
+            layout = await table_layout(conn, table)
+            assert layout.grouped and layout.pages > 40
+            snapshot_id = await export_snapshot(conn)
+            whole = b"".join(
+                [
+                    b
+                    async for b in copy_items(
+                        conn, snapshot_query(table, columns, None, layout), 1 << 20
+                    )
+                ]
+            )
+            # Committed after the snapshot: no part may see these.
+            execute(database, f"DELETE FROM {name} WHERE id <= 1000")
+            execute(database, f"INSERT INTO {name} VALUES (4001, 'late')")
+            for count in (2, 3, 7):
+                helpers = [
+                    await psycopg.AsyncConnection.connect(database, options=options)
+                    for _ in range(count - 1)
+                ]
+                try:
+                    for helper in helpers:
+                        await join_snapshot(helper, snapshot_id)
+                    parts = []
+                    for index, connection in enumerate([conn, *helpers]):
+                        query = snapshot_query(table, columns, None, layout, (index, count))
+                        parts.append(
+                            b"".join([b async for b in copy_items(connection, query, 1 << 20)])
+                        )
+                finally:
+                    for helper in helpers:
+                        await helper.close()
+                # A part per group of 16 pages at most: beyond that, parts are empty.
+                assert sum(1 for part in parts if part) == min(count, layout.pages // 16 + 1)
+                items = b"".join(parts).split(SEPARATOR)
+                assert sorted(items) == sorted(whole.split(SEPARATOR))
+                assert len(items) == 4001  # 4000 rows and the empty string after the last
+            await conn.rollback()
+
+    asyncio.run(scenario())
+    small = Layout("r", PARALLEL_MIN_PAGES - 1, 8192, 0)
+    large = Layout("r", PARALLEL_MIN_PAGES, 8192, 0)
+    assert snapshot_parts(small, None, 4) == 1
+    assert snapshot_parts(large, None, 4) == 4
+    assert snapshot_parts(large, '"id" = 1', 4) == 1  # one query, so an index can serve it
+    assert snapshot_parts(Layout("r", PARALLEL_MIN_PAGES, 8192, 1), None, 4) == 1  # TOAST
+    assert snapshot_parts(large, None, 1) == 1
+
+
+def test_a_shape_of_a_large_table_is_copied_over_several_connections(
+    database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through `Shapes`: every row once in the shape's log, then the snapshot's end."""
+    monkeypatch.setattr(snapshot_module, "PARALLEL_MIN_PAGES", 8)
+    name = new_table(database, "id int PRIMARY KEY, pad text NOT NULL")
+    execute(
+        database,
+        f"INSERT INTO {name} SELECT g, repeat('y', 150) FROM generate_series(1, 3000) g",
+    )
+
+    async def scenario() -> None:
+        engine = StreamEngine(FileStore(tmp_path / "log"))
+        await engine.start()
+        shapes = Shapes(engine, database, chunk_bytes=32 * 1024, snapshot_connections=3)
+        await shapes.load()
+        shape = await shapes.get_or_create(ShapeDefinition("public", name))
+        assert shape.snapshot is not None
+        await shape.snapshot
+        assert shape.failed is None and shape.log.snapshot_visible
+        stream = shape.log.stream
+        framed = engine.read_range(stream, stream.base, stream.durable.tail)
+        lines = [orjson.loads(line) for line in framed.split(SEPARATOR)[:-1]]
+        assert lines[-1]["headers"]["control"] == "snapshot-end"
+        ids = sorted(int(line["value"]["id"]) for line in lines[:-1])
+        assert ids == list(range(1, 3001))
         await engine.stop()
 
     asyncio.run(scenario())

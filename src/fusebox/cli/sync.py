@@ -32,6 +32,11 @@ def serve(
     chunk_bytes: int = typer.Option(
         10 * 1024 * 1024, help="Shape log chunk size: responses end at chunk boundaries."
     ),
+    snapshot_connections: int = typer.Option(
+        2,
+        min=1,
+        help="Connections a large table's initial snapshot is read over, in parallel.",
+    ),
     long_poll_timeout: float = typer.Option(20.0, help="Seconds a live request waits."),
     allow_shape_deletion: bool = typer.Option(False, help="Allow DELETE /v1/shape."),
     replication_stream_id: str = typer.Option(
@@ -61,6 +66,7 @@ def serve(
         port=port,
         secret=secret if not insecure else None,
         chunk_bytes=chunk_bytes,
+        snapshot_connections=snapshot_connections,
         long_poll_timeout=long_poll_timeout,
         allow_shape_deletion=allow_shape_deletion,
         stream_id=replication_stream_id,

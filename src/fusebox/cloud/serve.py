@@ -18,6 +18,7 @@ from pathlib import Path
 
 import orjson
 
+from fusebox.allocator import retain_freed_memory
 from fusebox.cloud.api import create_admin_app
 from fusebox.cloud.control import open_control_plane
 from fusebox.cloud.gateway import Gateway, ShapeTokens
@@ -128,6 +129,7 @@ def _sign_in_message(server: PlatformServer) -> str:
 
 
 async def serve(settings: ServeSettings) -> None:
+    retain_freed_memory()
     server = PlatformServer(settings)
     await server.start()
     heap = HeapFreezer()

@@ -28,6 +28,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 _NO_BODY_STATUSES = frozenset({204, 304})
+_BODY_SLICE = 256 * 1024
 
 
 # Most response headers repeat on every response (security headers, CORS, content
@@ -260,7 +261,16 @@ class _Connection(asyncio.Protocol):
             transport.write(b"".join(parts))
         else:
             transport.write(b"".join(parts))
-            transport.write(response.body)
+            # In slices, waiting while the transport is paused: what the socket does not take
+            # at once is copied into the transport's buffer, and a body of megabytes written
+            # whole was copied almost entirely (twice: sliced, then buffered).
+            body = memoryview(response.body)
+            for start in range(0, len(body), _BODY_SLICE):
+                if self._transport is None:
+                    return
+                transport.write(body[start : start + _BODY_SLICE])
+                if self._write_ready is not None and not self._write_ready.is_set():
+                    await self._write_ready.wait()
         if self._write_ready is not None and not self._write_ready.is_set():
             await self._write_ready.wait()
 

@@ -8,6 +8,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+from fusebox.allocator import retain_freed_memory
 from fusebox.collector import HeapFreezer
 from fusebox.http.server import HttpServer, ServerLimits
 from fusebox.streams.engine import StreamEngine
@@ -66,6 +67,7 @@ class StreamsServer:
 
 async def serve(settings: StreamsSettings, ready: asyncio.Event | None = None) -> None:
     """Serve until SIGINT or SIGTERM, then stop cleanly (checkpointing the log)."""
+    retain_freed_memory()
     server = StreamsServer(settings)
     await server.start()
     heap = HeapFreezer()

@@ -25,6 +25,7 @@ from pathlib import Path
 import orjson
 import psycopg
 
+from fusebox.allocator import retain_freed_memory
 from fusebox.collector import HeapFreezer, collector_paused
 from fusebox.http.server import HttpServer
 from fusebox.streams.engine import StreamEngine
@@ -48,6 +49,8 @@ class SyncSettings:
     port: int = 3000
     secret: str | None = None
     chunk_bytes: int = 10 * 1024 * 1024
+    # Connections one large table's initial snapshot is copied over (`snapshot_parts`).
+    snapshot_connections: int = 2
     long_poll_timeout: float = 20.0
     allow_shape_deletion: bool = False
     stream_id: str = "default"
@@ -321,6 +324,7 @@ class SyncSource:
             settings.database_url,
             source=settings.stream_id,
             chunk_bytes=settings.chunk_bytes,
+            snapshot_connections=settings.snapshot_connections,
         )
         self.replication = Replication(settings, self.shapes, self.status)
         self._loading: asyncio.Task[None] | None = None
@@ -398,6 +402,7 @@ class SyncServer:
 
 
 async def serve(settings: SyncSettings) -> None:
+    retain_freed_memory()
     server = SyncServer(settings)
     await server.start()
     heap = HeapFreezer()

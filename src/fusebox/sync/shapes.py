@@ -40,6 +40,9 @@ from fusebox.sync.snapshot import (
     Visibility,
     begin_snapshot,
     copy_items,
+    export_snapshot,
+    join_snapshot,
+    snapshot_parts,
     snapshot_query,
     table_layout,
 )
@@ -109,11 +112,13 @@ class Shapes:
         *,
         source: str = "default",
         chunk_bytes: int = 10 * 1024 * 1024,
+        snapshot_connections: int = 2,
         on_table: Callable[[Table], asyncio.Future[None] | None] | None = None,
     ) -> None:
         self.engine = engine
         self.database_url = database_url
         self.chunk_bytes = chunk_bytes
+        self.snapshot_connections = snapshot_connections
         self._prefix = f"/__sync/{source}"
         self._registry_path = f"{self._prefix}/shapes"
         self._by_handle: dict[str, Shape] = {}
@@ -357,7 +362,33 @@ class Shapes:
     async def _copy_rows(self, conn: psycopg.AsyncConnection, shape: Shape) -> None:
         where_sql = shape.where.sql if shape.where is not None else None
         layout = await table_layout(conn, shape.table)
-        query = snapshot_query(shape.table, shape.columns, where_sql, layout)
+        parts = snapshot_parts(layout, where_sql, self.snapshot_connections)
+        if parts == 1:
+            query = snapshot_query(shape.table, shape.columns, where_sql, layout)
+            await self._copy_part(conn, shape, query)
+            return
+        # Helpers join this transaction's snapshot; the parts' blocks interleave in the log
+        # (a snapshot's rows have no order).
+        snapshot_id = await export_snapshot(conn)
+        options = session_options()
+        async with contextlib.AsyncExitStack() as stack:
+            connections = [conn]
+            for _ in range(parts - 1):
+                helper = await psycopg.AsyncConnection.connect(self.database_url, options=options)
+                await stack.enter_async_context(helper)
+                await join_snapshot(helper, snapshot_id)
+                connections.append(helper)
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for index, connection in enumerate(connections):
+                        query = snapshot_query(
+                            shape.table, shape.columns, where_sql, layout, (index, parts)
+                        )
+                        group.create_task(self._copy_part(connection, shape, query))
+            except ExceptionGroup as failed:
+                raise failed.exceptions[0] from None  # the first failure names the cause
+
+    async def _copy_part(self, conn: psycopg.AsyncConnection, shape: Shape, query: str) -> None:
         previous: asyncio.Future[None] | None = None
         async for framed in copy_items(conn, query, self.chunk_bytes):
             commit = shape.log.append_snapshot(framed)

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import psycopg
+from psycopg import sql
 
 from fusebox.sync.log_items import quote_ident, snapshot_items_sql
 from fusebox.sync.schema import Table
@@ -89,8 +90,30 @@ async def table_layout(conn: psycopg.AsyncConnection, table: Table) -> Layout:
     return Layout(kind, size // block_size, block_size, toast, inherited)
 
 
+# Heap pages from which a grouped snapshot is split over several connections (32 MiB at
+# 8 KiB pages): below that, opening and joining another connection costs more than it saves.
+PARALLEL_MIN_PAGES = 4096
+
+
+def snapshot_parts(layout: Layout, where_sql: str | None, connections: int) -> int:
+    """Over how many connections to copy a snapshot (each copies one range of pages).
+
+    Postgres renders the items on one core per connection: for a large table that is the
+    longest part of a snapshot, longer than storing and serving them (docs/benchmarks.md,
+    "Snapshot"), so rendering is split over `connections` that share one exported
+    snapshot, as `pg_dump --jobs` does. Only grouped copies are split (see `snapshot_query`).
+    """
+    if where_sql or not layout.grouped or layout.pages < PARALLEL_MIN_PAGES:
+        return 1
+    return max(1, connections)
+
+
 def snapshot_query(
-    table: Table, columns: tuple[str, ...], where_sql: str | None, layout: Layout | None = None
+    table: Table,
+    columns: tuple[str, ...],
+    where_sql: str | None,
+    layout: Layout | None = None,
+    part: tuple[int, int] = (0, 1),
 ) -> str:
     """The COPY of a shape's snapshot: each tuple is one or more framed items.
 
@@ -102,6 +125,9 @@ def snapshot_query(
     a row per message: there a group's text has no useful bound. So are shapes with a
     where clause: per page range the planner would scan every page, where one query can
     use an index for a selective clause.
+
+    `part` (index, count) selects one of `count` consecutive runs of page groups, for
+    snapshots copied over several connections (`snapshot_parts`).
     """
     source = f"{quote_ident(table.schema)}.{quote_ident(table.name)}"
     item = snapshot_items_sql(table, columns)
@@ -110,6 +136,11 @@ def snapshot_query(
         return f"COPY (SELECT {item} FROM {source}{where}) TO STDOUT (FORMAT binary)"
     step = max(1, min(_MAX_GROUP_PAGES, _GROUP_HEAP_BYTES // layout.block_size))
     last = layout.pages
+    index, count = part
+    groups = last // step + 1  # one per page group from 0 to `last`, the last open-ended
+    first_group, end_group = index * groups // count, (index + 1) * groups // count
+    if first_group >= end_group:
+        return "COPY (SELECT NULL::text WHERE false) TO STDOUT (FORMAT binary)"
     # Qualified names: the table's own columns must not shadow the page number.
     first = "_fusebox_pages.first_page"
     upper = f"CASE WHEN {first} + {step} > {last} THEN {_LAST_PAGE} ELSE {first} + {step} END"
@@ -119,7 +150,8 @@ def snapshot_query(
         f" AND _fusebox_rows.ctid < format('(%s,0)', {upper})::tid"
     )
     return (
-        f"COPY (SELECT ({group}) FROM generate_series(0, {last}, {step})"
+        f"COPY (SELECT ({group}) FROM generate_series({first_group * step},"
+        f" {(end_group - 1) * step}, {step})"
         " AS _fusebox_pages(first_page)) TO STDOUT (FORMAT binary)"
     )
 
@@ -131,6 +163,20 @@ async def begin_snapshot(conn: psycopg.AsyncConnection) -> Visibility:
     row = await cursor.fetchone()
     assert row is not None
     return Visibility.parse(row[0])
+
+
+async def export_snapshot(conn: psycopg.AsyncConnection) -> str:
+    """Export the snapshot of `conn`'s open transaction for other connections to join."""
+    cursor = await conn.execute("SELECT pg_export_snapshot()")
+    row = await cursor.fetchone()
+    assert row is not None
+    return row[0]
+
+
+async def join_snapshot(conn: psycopg.AsyncConnection, snapshot_id: str) -> None:
+    """Open a transaction on `conn` that reads exactly what the exporting one reads."""
+    await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    await conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_id)))
 
 
 async def copy_items(
