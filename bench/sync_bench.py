@@ -235,6 +235,7 @@ class SyncServer:
         self.port = free_port()
         self.long_poll_timeout = args.long_poll_timeout
         self.chunk_bytes = args.chunk_bytes
+        self.snapshot_connections = getattr(args, "snapshot_connections", 0)
         self.keep = args.keep
         self.proc: subprocess.Popen | None = None
 
@@ -254,6 +255,8 @@ class SyncServer:
         ]  # fmt: skip
         if self.chunk_bytes:
             command += ["--chunk-bytes", str(self.chunk_bytes)]
+        if self.snapshot_connections:
+            command += ["--snapshot-connections", str(self.snapshot_connections)]
         return command
 
     def start(self) -> SyncServer:
@@ -1349,6 +1352,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     def snapshot_args(p: argparse.ArgumentParser, rows_name: str = "--rows") -> None:
         p.add_argument(rows_name, type=int, default=1_000_000)
+        p.add_argument(
+            "--snapshot-connections", type=int, default=0, help="0: the server's default"
+        )
 
     p = sub.add_parser("latency", help="commit-to-client latency, live long-poll")
     common(p)

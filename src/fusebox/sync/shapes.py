@@ -37,6 +37,7 @@ from fusebox.sync.schema import Table, TableNotFound, inspect_table, session_opt
 from fusebox.sync.shape import ShapeDefinition, ShapeError
 from fusebox.sync.shape_log import ShapeLog
 from fusebox.sync.snapshot import (
+    BLOCK_BYTES,
     Visibility,
     begin_snapshot,
     copy_items,
@@ -390,9 +391,9 @@ class Shapes:
 
     async def _copy_part(self, conn: psycopg.AsyncConnection, shape: Shape, query: str) -> None:
         previous: asyncio.Future[None] | None = None
-        async for framed in copy_items(conn, query, self.chunk_bytes):
+        async for framed in copy_items(conn, query, BLOCK_BYTES):
             commit = shape.log.append_snapshot(framed)
-            # Keep at most one batch in flight: memory stays bounded by the chunk size.
+            # Keep at most one block in flight: memory stays bounded.
             if previous is not None:
                 await asyncio.shield(previous)
             previous = commit

@@ -156,6 +156,13 @@ def snapshot_query(
     )
 
 
+# Snapshot items are stored in blocks of about this size, each one append to the shape's
+# log. At least the log store's `direct_bytes` (1 MiB), so that a block skips the WAL. Small
+# enough to stay in the CPU caches between being joined, written and served: a 1M-row
+# snapshot took 1.74x / 1.63x / 1.92x / 2.03x COPY with 1 / 2 / 4 / 10 MiB blocks.
+BLOCK_BYTES = 2 * 1024 * 1024
+
+
 async def begin_snapshot(conn: psycopg.AsyncConnection) -> Visibility:
     """Open the repeatable-read transaction the snapshot reads in; returns its visibility."""
     await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
