@@ -34,7 +34,7 @@ from fusebox.streams.errors import (
     StreamNotFound,
 )
 from fusebox.streams.model import StreamConfig
-from fusebox.streams.records import APPEND, CREATE, DELETE, Record, decode_records
+from fusebox.streams.records import APPEND, APPEND_MANY, CREATE, DELETE, Record, decode_records
 from fusebox.streams.store import FileStore, StorageFailed
 
 OCTET = "application/octet-stream"
@@ -57,8 +57,9 @@ async def open_engine(
     segment_bytes: int = 64 * 1024 * 1024,
     clock: Callable[[], float] | None = None,
     chunk_bytes: int = 4 * 1024 * 1024,
+    **store_options: int,
 ) -> StreamEngine:
-    store = FileStore(directory, segment_bytes=segment_bytes)
+    store = FileStore(directory, segment_bytes=segment_bytes, **store_options)
     if clock is None:
         engine = StreamEngine(store, chunk_bytes=chunk_bytes)
     else:
@@ -234,15 +235,12 @@ def test_reads_join_data_files_and_in_memory_tails(tmp_path: Path) -> None:
     rng = random.Random(7)
     expected: dict[str, bytes] = {}
 
-    async def start() -> StreamEngine:
+    def start() -> Awaitable[StreamEngine]:
         # Tiny thresholds so that tails are written out often, by size and by total, and
         # some appends go to the data file directly (external) in batches with small ones.
-        store = FileStore(
+        return open_engine(
             tmp_path, segment_bytes=16 * 1024, tail_bytes=300, buffer_bytes=2_000, direct_bytes=600
         )
-        engine = StreamEngine(store)
-        await engine.start()
-        return engine
 
     def check(engine: StreamEngine) -> None:
         for path, data in expected.items():
@@ -287,6 +285,50 @@ def test_reads_join_data_files_and_in_memory_tails(tmp_path: Path) -> None:
         for path, data in expected.items():
             stream_id = engine.lookup(path).id
             assert (tmp_path / "streams" / f"{stream_id}.data").read_bytes() == data
+        await engine.stop()
+
+    run(scenario)
+
+
+def test_appends_to_many_streams_as_one_record_survive_crashes(tmp_path: Path) -> None:
+    """`append_framed_many` (one replicated transaction to many shape logs) is one WAL
+    record; reads, tails, replay after a crash and a clean stop all see each stream's share,
+    including a stream named twice in one call."""
+    rng = random.Random(11)
+    paths = [f"/m/{i}" for i in range(12)]
+    expected = {path: b"" for path in paths}
+
+    def start() -> Awaitable[StreamEngine]:
+        return open_engine(tmp_path, segment_bytes=32 * 1024, tail_bytes=200, buffer_bytes=1_500)
+
+    def check(engine: StreamEngine) -> None:
+        for path, data in expected.items():
+            stream = engine.lookup(path)
+            assert engine.read_range(stream, stream.base, stream.durable.tail) == data
+
+    async def scenario() -> None:
+        engine = await start()
+        for path in paths:
+            await create(engine, path, JSON)
+        for round_number in range(60):
+            chosen = rng.sample(paths, rng.randint(1, len(paths)))
+            chosen.append(chosen[0])  # the same stream twice: its shares stay in order
+            appends = []
+            for path in chosen:
+                framed = b'{"r":%d,"p":"%s"},\n' % (round_number, path.encode())
+                appends.append((engine.lookup(path), framed * rng.randint(1, 20)))
+                expected[path] += appends[-1][1]
+            await engine.append_framed_many(appends)
+            check(engine)
+            if round_number == 0:
+                assert [r.kind for r in wal_records(tmp_path)][-1] == APPEND_MANY
+            if round_number % 20 == 19:
+                await crash(engine)
+                engine = await start()
+                check(engine)
+        await engine.stop()
+        engine = await start()
+        check(engine)
         await engine.stop()
 
     run(scenario)
@@ -824,8 +866,11 @@ def test_records_round_trip_and_stop_at_damage() -> None:
         Record(CREATE, 1, {"path": "/p", "x": [1, "ü"]}, b"", 0),
         Record(APPEND, 1, {"q": "seq"}, bytes(range(256)), 0),
         Record(APPEND, 1, {}, b"bytes in the data file only", 256, external=27),
+        Record(APPEND_MANY, 0, {"parts": [[1, 283, 3], [2, 0, 2]]}, b"abcde"),
         Record(DELETE, 1, {"soft": False, "drop": [1]}),
     ]
+    shares = [(i, p, bytes(data)) for i, p, data in records[3].parts()]
+    assert shares == [(1, 283, b"abc"), (2, 0, b"de")]
     wire = b"".join(r.encode() for r in records)
     decoded = [record for record, _ in decode_records(wire)]
     # An external record's bytes stay out of the log: replay knows their length only.

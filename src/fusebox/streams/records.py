@@ -21,6 +21,9 @@ import orjson
 CREATE = "c"
 APPEND = "a"
 DELETE = "d"
+# Appends to many streams at once: meta `parts` lists [stream id, file position, length] for
+# each, and the data is their bytes in that order (`Record.parts`).
+APPEND_MANY = "m"
 
 _HEADER = struct.Struct("<II")
 _META_LEN = struct.Struct("<I")
@@ -37,6 +40,14 @@ class Record:
     # Non-zero: this many bytes were written to the data file directly, not to the log.
     # Replayed records know only the length (`data` is empty).
     external: int = 0
+
+    def parts(self) -> Iterator[tuple[int, int, memoryview]]:
+        """Each stream's share of an APPEND_MANY record: (stream id, file position, bytes)."""
+        view = memoryview(self.data)
+        offset = 0
+        for stream_id, position, length in self.meta["parts"]:
+            yield stream_id, position, view[offset : offset + length]
+            offset += length
 
     @property
     def size(self) -> int:

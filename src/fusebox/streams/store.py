@@ -54,7 +54,7 @@ from typing import Protocol
 
 import orjson
 
-from fusebox.streams.records import APPEND, CREATE, DELETE, Record, decode_records
+from fusebox.streams.records import APPEND, APPEND_MANY, CREATE, DELETE, Record, decode_records
 
 _SEGMENT = re.compile(r"\A(\d{12})\.(wal|snapshot)\Z")
 
@@ -265,7 +265,11 @@ class FileStore:
                     if self._batch is not None:
                         self._batch.set_exception(StorageFailed("storage has failed"))
                     raise
-                self._dirty.update(record.stream_id for record in records)
+                for record in records:
+                    if record.kind == APPEND_MANY:
+                        self._dirty.update(part[0] for part in record.meta["parts"])
+                    else:
+                        self._dirty.add(record.stream_id)
                 self._on_durable(records)
                 batch.set_result(None)
                 if self._wal_size >= self._segment_bytes and self._checkpoint is None:
@@ -299,28 +303,30 @@ class FileStore:
                 # read spanning both would stop at the tail's end.
                 self._write_tail(record.stream_id)
             elif record.kind == APPEND and record.data:
-                self._buffer(record)
+                self._buffer(record.stream_id, record.data, record.file_position)
+            elif record.kind == APPEND_MANY:
+                for stream_id, position, data in record.parts():
+                    self._buffer(stream_id, data, position)
             else:
                 self._apply_files(record)
         if self._buffered >= self._buffer_bytes:
             self._write_tails()
 
-    def _buffer(self, record: Record) -> None:
-        data = record.data
-        tail = self._tails.get(record.stream_id)
-        if tail is not None and tail.start + len(tail.buffer) != record.file_position:
-            self._write_tail(record.stream_id)  # not contiguous (never expected)
+    def _buffer(self, stream_id: int, data: bytes | memoryview, position: int) -> None:
+        tail = self._tails.get(stream_id)
+        if tail is not None and tail.start + len(tail.buffer) != position:
+            self._write_tail(stream_id)  # not contiguous (never expected)
             tail = None
         if tail is None:
             if len(data) >= self._tail_bytes:
-                self._apply_files(record)  # a tail's worth by itself: straight to the file
+                self._pwrite(stream_id, data, position)  # a tail's worth: straight to the file
                 return
-            tail = self._tails[record.stream_id] = _Tail(record.file_position)
+            tail = self._tails[stream_id] = _Tail(position)
         elif len(tail.buffer) + len(data) >= self._tail_bytes:
-            # The tail is full: write it, then the record, without copying one into the other
+            # The tail is full: write it, then the data, without copying one into the other
             # (large transactions append tens of MB at once).
-            self._write_tail(record.stream_id)
-            self._apply_files(record)
+            self._write_tail(stream_id)
+            self._pwrite(stream_id, data, position)
             return
         tail.buffer += data
         self._buffered += len(data)
@@ -340,7 +346,7 @@ class FileStore:
         for stream_id in list(self._tails):
             self._write_tail(stream_id)
 
-    def _pwrite(self, stream_id: int, data: bytes | bytearray, position: int) -> None:
+    def _pwrite(self, stream_id: int, data: bytes | bytearray | memoryview, position: int) -> None:
         fd = self._write_handles.get(stream_id)
         with memoryview(data) as view:
             while view:
@@ -353,6 +359,9 @@ class FileStore:
                 self._pwrite(record.stream_id, record.data, record.file_position)
             else:
                 self._write_handles.get(record.stream_id)  # the file exists from creation on
+        elif record.kind == APPEND_MANY:
+            for stream_id, position, data in record.parts():
+                self._pwrite(stream_id, data, position)
         elif record.kind == DELETE:
             for stream_id in record.meta.get("drop", ()):
                 tail = self._tails.pop(stream_id, None)

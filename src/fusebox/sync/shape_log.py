@@ -28,6 +28,8 @@ from fusebox.sync.log_items import control_item
 INFINITY = 2**63 - 1
 BEFORE_ALL = (-1, 0)
 Offset = tuple[int, int]
+# (offset, end position, whether a chunk ends there)
+Boundary = tuple[Offset, int, bool]
 
 
 def format_offset(offset: Offset) -> str:
@@ -47,6 +49,25 @@ def parse_offset(text: str) -> Offset:
 
 
 class ShapeLog:
+    # Slots: with 10,000 shapes, every transaction touches thousands of logs, and attribute
+    # lookups that miss the CPU cache are a large part of an append.
+    __slots__ = (
+        "_chunk_ends",
+        "_chunk_start",
+        "_offsets",
+        "_pending",
+        "_positions",
+        "_snapshot_chunk",
+        "_waiters",
+        "chunk_bytes",
+        "engine",
+        "last_offset",
+        "snapshot_done",
+        "snapshot_visible",
+        "stream",
+        "visible_end",
+    )
+
     def __init__(self, engine: StreamEngine, stream: Stream, chunk_bytes: int) -> None:
         self.engine = engine
         self.stream = stream
@@ -56,9 +77,7 @@ class ShapeLog:
         self._positions: list[int] = []
         self._chunk_ends: list[int] = []
         # Appended but not yet durable: (commit, boundaries, ends the snapshot).
-        self._pending: deque[tuple[asyncio.Future[None], list[tuple[Offset, int, bool]], bool]] = (
-            deque()
-        )
+        self._pending: deque[tuple[asyncio.Future[None], list[Boundary], bool]] = deque()
         self._chunk_start = stream.base
         self._snapshot_chunk = 0
         self._waiters: set[asyncio.Future[None]] = set()
@@ -79,7 +98,7 @@ class ShapeLog:
         newline, so chunk cuts are found with `find`, not by walking the items.
         """
         position = self.stream.pending.tail
-        boundaries: list[tuple[Offset, int, bool]] = []
+        boundaries: list[Boundary] = []
         search = 0
         while True:
             # The cut follows the first item ending at least chunk_bytes into the chunk.
@@ -101,7 +120,7 @@ class ShapeLog:
             self.snapshot_done = True
         return self._submit(b"".join(parts), boundaries, end is not None)
 
-    def _cut(self, boundaries: list[tuple[Offset, int, bool]], offset: Offset, at: int) -> None:
+    def _cut(self, boundaries: list[Boundary], offset: Offset, at: int) -> None:
         boundaries.append((offset, at, True))
         self._chunk_start = at
         if offset[0] == 0:
@@ -109,8 +128,17 @@ class ShapeLog:
 
     def append_changes(self, items: list[tuple[Offset, bytes]]) -> asyncio.Future[None]:
         """Queue one transaction's items (the last one carries `last: true`)."""
+        framed, boundaries = self.frame_changes(items)
+        return self._submit(framed, boundaries, False)
+
+    def frame_changes(self, items: list[tuple[Offset, bytes]]) -> tuple[bytes, list[Boundary]]:
+        """One transaction's items framed, and their boundaries, for one append.
+
+        The caller appends the bytes (see `Shapes`, which appends a transaction's items to
+        all its shapes at once) and then hands the commit to `expect`.
+        """
         position = self.stream.pending.tail
-        boundaries: list[tuple[Offset, int, bool]] = []
+        boundaries: list[Boundary] = []
         parts: list[bytes] = []
         for index, (offset, item) in enumerate(items):
             parts.append(item)
@@ -120,17 +148,22 @@ class ShapeLog:
                 self._cut(boundaries, offset, position)
             elif index == len(items) - 1:
                 boundaries.append((offset, position, False))
-        return self._submit(b"".join(parts), boundaries, False)
+        return b"".join(parts), boundaries
+
+    def expect(self, commit: asyncio.Future[None], boundaries: list[Boundary]) -> None:
+        """Publish `boundaries` once `commit` is done; the caller then calls `published`."""
+        self._pending.append((commit, boundaries, False))
 
     def _submit(
-        self, framed: bytes, boundaries: list[tuple[Offset, int, bool]], ends_snapshot: bool
+        self, framed: bytes, boundaries: list[Boundary], ends_snapshot: bool
     ) -> asyncio.Future[None]:
         _, commit = self.engine.append_framed(self.stream, framed)
         self._pending.append((commit, boundaries, ends_snapshot))
-        commit.add_done_callback(self._published)
+        commit.add_done_callback(self.published)
         return commit
 
-    def _published(self, _: asyncio.Future[None]) -> None:
+    def published(self, _: asyncio.Future[None] | None = None) -> None:
+        """Make visible what is durable now, in order (a commit's done callback)."""
         while self._pending and self._pending[0][0].done():
             commit, boundaries, ends_snapshot = self._pending.popleft()
             if commit.cancelled() or commit.exception() is not None:
@@ -225,6 +258,8 @@ class ShapeLog:
         return self.visible_end > position
 
     def _wake(self) -> None:
+        if not self._waiters:
+            return
         waiters, self._waiters = self._waiters, set()
         for waiter in waiters:
             if not waiter.done():

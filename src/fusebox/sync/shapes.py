@@ -60,7 +60,7 @@ from fusebox.sync.where import (
 log = logging.getLogger("fusebox.sync")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Shape:
     handle: str
     definition: ShapeDefinition
@@ -420,6 +420,7 @@ class Shapes:
                 followed.setdefault(shape, []).append(index)
         for shape in followed:
             per_shape.setdefault(shape, [])
+        staged: list[tuple[Shape, list[tuple[tuple[int, int], bytes]]]] = []
         for shape, indexes in per_shape.items():
             if shape.deleted:
                 continue
@@ -430,10 +431,38 @@ class Shapes:
                 if shape.released is not None:
                     commits.append(shape.released)
                 continue
-            commit = self._deliver(shape, transaction, indexes, followed.get(shape, []), encoders)
+            commit = self._deliver(
+                shape, transaction, indexes, followed.get(shape, []), encoders, staged
+            )
             if commit is not None:
                 commits.append(commit)
+        if staged:
+            commits.append(self._append_staged(staged))
         return commits
+
+    def _append_staged(
+        self, staged: list[tuple[Shape, list[tuple[tuple[int, int], bytes]]]]
+    ) -> asyncio.Future[None]:
+        """Append one transaction's items to all its shapes' logs as one engine append."""
+        if len(staged) == 1:
+            shape, items = staged[0]
+            return shape.log.append_changes(items)  # a large one may skip the WAL
+        logs = []
+        appends = []
+        for shape, items in staged:
+            framed, boundaries = shape.log.frame_changes(items)
+            appends.append((shape.log.stream, framed))
+            logs.append((shape.log, boundaries))
+        commit = self.engine.append_framed_many(appends)
+        for shape_log, boundaries in logs:
+            shape_log.expect(commit, boundaries)
+
+        def published(_: asyncio.Future[None]) -> None:
+            for shape_log, _boundaries in logs:
+                shape_log.published()
+
+        commit.add_done_callback(published)
+        return commit
 
     def _deliver(
         self,
@@ -442,9 +471,13 @@ class Shapes:
         indexes: list[int] | None = None,
         followed: list[int] | None = None,
         encoders: dict[tuple[str, str], ChangeEncoder] | None = None,
+        staged: list[tuple[Shape, list[tuple[tuple[int, int], bytes]]]] | None = None,
     ) -> asyncio.Future[None] | None:
         """Follow the transaction's changes to the subqueries' tables, then append the
-        shape's own items; a subquery result that changes invalidates the shape instead."""
+        shape's own items; a subquery result that changes invalidates the shape instead.
+
+        With `staged`, the items are added to it for one append with other shapes' items.
+        """
         if shape.deleted:
             return None
         if shape.subqueries and transaction.lsn > shape.subqueries_lsn:
@@ -463,7 +496,13 @@ class Shapes:
             # Already in this shape's log: Postgres can resend a transaction whose
             # acknowledgement it lost over a restart.
             return None
-        return self._apply(shape, transaction, indexes, encoders)
+        items = self._items(shape, transaction, indexes, encoders)
+        if not items:
+            return None
+        if staged is not None:
+            staged.append((shape, items))
+            return None
+        return shape.log.append_changes(items)
 
     @staticmethod
     def _follow(shape: Shape, transaction: Transaction, followed: list[int]) -> str | None:
@@ -499,15 +538,14 @@ class Shapes:
                 return f"the result of a subquery on {subqueries[position].relation} changed"
         return None
 
-    def _apply(
+    def _items(
         self,
         shape: Shape,
         transaction: Transaction,
         indexes: list[int] | None = None,
         encoders: dict[tuple[str, str], ChangeEncoder] | None = None,
-    ) -> asyncio.Future[None] | None:
-        if shape.deleted:
-            return None
+    ) -> list[tuple[tuple[int, int], bytes]]:
+        """The shape's log items for the transaction, with their offsets."""
         relation = shape.relation
         primary_key = shape.table.primary_key
         changes = transaction.changes
@@ -527,7 +565,7 @@ class Shapes:
                 )
             )
         if not items:
-            return None
+            return []
         encoder = encoders.get(relation) if encoders is not None else None
         if encoder is None:
             encoder = ChangeEncoder(relation, transaction.lsn, transaction.xid)
@@ -550,7 +588,7 @@ class Shapes:
             )
             for position, item in enumerate(items)
         ]
-        return shape.log.append_changes(encoded)
+        return encoded
 
     # -- removal ------------------------------------------------------------------------
 
