@@ -21,36 +21,41 @@ packages in tests/node (installed with `npm ci` when missing). Everything listen
 from __future__ import annotations
 
 import argparse
-import atexit
 import contextlib
-import hashlib
 import http.client
 import json
-import math
 import os
 import platform
 import resource
 import shutil
 import signal
-import socket
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
+from harness import (
+    BENCH,
+    HOST,
+    ROOT,
+    ServerProcess,
+    Source,
+    log,
+    median,
+    raise_interrupt,
+    stop_all,
+    stop_process,
+    track,
+    wait_quiet,
+)
 from procstat import machine_ticks, thread_cpu_seconds, tree_cpu_seconds, tree_rss_kib
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
 NODE_DIR = ROOT / "tests" / "node"
 NODE_PACKAGE = NODE_DIR / "node_modules" / "@durable-streams" / "server"
-HOST = "127.0.0.1"
 SERVERS = ("fusebox", "node")
 STREAM_PREFIX = "/v1/stream/bench-"
 MiB = 1024 * 1024
@@ -58,92 +63,18 @@ MiB = 1024 * 1024
 # than this share of one core is marked noisy and repeated (--retries).
 NOISE_LIMIT_PCT = 25.0
 
-_live: dict[int, subprocess.Popen] = {}
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-# -- processes ------------------------------------------------------------------------------
-
-
-def _kill_live() -> None:
-    for proc in list(_live.values()):
-        _stop_process(proc)
-
-
-def _on_signal(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-atexit.register(_kill_live)
-
-
-def _stop_process(proc: subprocess.Popen, grace: float = 30.0) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            proc.wait(10)
-    _live.pop(proc.pid, None)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-class Source:
-    """A copy of src/ taken once per run, so every round measures the same code even if
-    someone edits the working tree meanwhile."""
-
-    directory: Path | None = None
-    sha256 = ""
-    files = 0
-
-    @classmethod
-    def snapshot(cls) -> Path:
-        if cls.directory is None:
-            target = Path(tempfile.mkdtemp(prefix="fusebox-bench-src-")) / "src"
-            shutil.copytree(ROOT / "src", target, ignore=shutil.ignore_patterns("__pycache__"))
-            digest = hashlib.sha256()
-            for path in sorted(target.rglob("*.py")):
-                digest.update(str(path.relative_to(target)).encode() + b"\0")
-                digest.update(path.read_bytes())
-                cls.files += 1
-            cls.sha256 = digest.hexdigest()[:16]
-            cls.directory = target
-            atexit.register(shutil.rmtree, target.parent, True)
-        return cls.directory
-
 
 def fusebox_has_subscriptions() -> bool:
     return (Source.snapshot() / "fusebox" / "streams" / "subscriptions.py").exists()
 
 
-class Server:
+class Server(ServerProcess):
     """One benchmarked server process on its own fresh data directory."""
 
     def __init__(self, kind: str, long_poll_timeout: float, keep: bool = False) -> None:
+        super().__init__(f"fusebox-bench-{kind}-", keep)
         self.kind = kind
         self.long_poll_timeout = long_poll_timeout
-        self.keep = keep
-        self.root = Path(tempfile.mkdtemp(prefix=f"fusebox-bench-{kind}-"))
-        self.data_dir = self.root / "data"
-        self.log_path = self.root / "server.log"
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
 
     def command(self) -> list[str]:
         if self.kind == "fusebox":
@@ -184,14 +115,10 @@ class Server:
         env = dict(os.environ)
         if self.kind == "fusebox":
             env["PYTHONPATH"] = str(Source.snapshot())
-        with open(self.log_path, "wb") as log_file:
-            self.proc = subprocess.Popen(
-                self.command(), cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT
-            )
-        _live[self.proc.pid] = self.proc
+        proc = self.spawn(self.command(), env)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
+            if proc.poll() is not None:
                 raise RuntimeError(f"{self.kind} exited at start:\n{self.log_tail()}")
             try:
                 connection = http.client.HTTPConnection(HOST, self.port, timeout=2)
@@ -202,19 +129,6 @@ class Server:
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError(f"{self.kind} did not start in 30 s:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            _stop_process(self.proc)
-            self.proc = None
-        if not self.keep:
-            shutil.rmtree(self.root, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -348,40 +262,6 @@ class CpuWindow:
             "machine_process_busy_pct": round(self.machine_busy_pct, 1),
             "steal_pct": round(self.steal_pct, 2),
         }
-
-
-def median(values: list[float]) -> float | None:
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-
-def percentile(sorted_values: list[float], p: float) -> float:
-    return sorted_values[max(0, math.ceil(p / 100 * len(sorted_values)) - 1)]
-
-
-def wait_quiet(below_pct: float, max_wait: float, quiet_seconds: int = 3) -> float:
-    """Wait until the machine used under `below_pct` of one core for `quiet_seconds` s.
-
-    The machine is shared (2 cores); a test suite running beside a benchmark would
-    distort it. Returns the seconds waited, or -1 if it never went quiet.
-    """
-    started = time.monotonic()
-    quiet = 0
-    last_note = started
-    cpus = os.cpu_count() or 1
-    while time.monotonic() - started < max_wait:
-        before = machine_ticks()
-        time.sleep(1.0)
-        after = machine_ticks()
-        busy = 100.0 * cpus * (after[0] - before[0]) / max(1, after[1] - before[1])
-        quiet = quiet + 1 if busy < below_pct else 0
-        if quiet >= quiet_seconds:
-            return time.monotonic() - started
-        if time.monotonic() - last_note > 30:
-            log(f"  waiting for a quiet machine (busy {busy:.0f}% of one core)")
-            last_note = time.monotonic()
-    log(f"  machine never went quiet in {max_wait:.0f} s; measuring anyway (marked noisy)")
-    return -1.0
 
 
 # -- scenario 1: appends ----------------------------------------------------------------------
@@ -771,13 +651,13 @@ def profile(args: argparse.Namespace) -> dict:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
             )
-            _live[spy.pid] = spy
+            track(spy)
             try:
                 time.sleep(0.5)
                 results[fmt] = run_wrk(server, connections, args.duration, args.streams)
                 spy.wait(args.duration + 60)
             finally:
-                _stop_process(spy)
+                stop_process(spy)
     stacks = _read_collapsed(raw_path)
     ok = plain["ok_2xx"]
     threads = plain["cpu"]["server_threads_cpu_pct"]
@@ -1113,7 +993,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     ensure_tools(args.scenario, args.servers)
     if "fusebox" in args.servers:
         log(f"measuring a copy of src/ at {Source.snapshot()} (sha256 {Source.sha256})")
@@ -1127,7 +1007,7 @@ def main(argv: list[str] | None = None) -> int:
         for scenario in scenarios:
             run_scenario(scenario, args)
     finally:
-        _kill_live()
+        stop_all()
     return 0
 
 

@@ -30,10 +30,8 @@ Everything listens on 127.0.0.1 only.
 from __future__ import annotations
 
 import argparse
-import atexit
 import collections
 import contextlib
-import hashlib
 import http.client
 import math
 import os
@@ -43,11 +41,9 @@ import resource
 import select
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -65,10 +61,24 @@ RESULTS = BENCH / "results"
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(BENCH))
 
+from harness import (  # noqa: E402
+    HOST,
+    ServerProcess,
+    Source,
+    log,
+    median,
+    on_exit,
+    percentile,
+    raise_interrupt,
+    stop_all,
+    stop_process,
+    track,
+    untrack,
+    wait_quiet,
+)
 from postgres import PostgresCluster, create_cluster  # noqa: E402
 from procstat import machine_ticks, tree_cpu_seconds, tree_pids  # noqa: E402
 
-HOST = "127.0.0.1"
 SLOT = "electric_slot_default"
 # A realistic durability setup: tests/postgres.py turns all three off for speed.
 # max_wal_size only keeps checkpoints out of the measured windows.
@@ -83,50 +93,17 @@ PG_SETTINGS = {
 # (with its client) used more than this share of one core is marked noisy.
 NOISE_LIMIT_PCT = 25.0
 
-_live: dict[int, subprocess.Popen] = {}
 _clusters: list[PostgresCluster] = []
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-# -- processes --------------------------------------------------------------------------------
-
-
-def _stop_process(proc: subprocess.Popen, grace: float = 20.0) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            proc.wait(10)
-    _live.pop(proc.pid, None)
-
-
-def _cleanup() -> None:
-    for proc in list(_live.values()):
-        _stop_process(proc)
+def _destroy_clusters() -> None:
     for cluster in list(_clusters):
         with contextlib.suppress(Exception):
             cluster.destroy()
         _clusters.remove(cluster)
 
 
-def _on_signal(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-atexit.register(_cleanup)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
+on_exit(_destroy_clusters)
 
 
 def proc_cpu_seconds(pid: int | None) -> float:
@@ -180,29 +157,6 @@ def cmdline(pid: int) -> bytes:
         return b""
 
 
-class Source:
-    """A copy of src/ taken once per run, so every round measures the same code even if
-    someone edits the working tree meanwhile."""
-
-    directory: Path | None = None
-    origin = ROOT / "src"
-    sha256 = ""
-
-    @classmethod
-    def snapshot(cls) -> Path:
-        if cls.directory is None:
-            target = Path(tempfile.mkdtemp(prefix="fusebox-syncbench-src-")) / "src"
-            shutil.copytree(cls.origin, target, ignore=shutil.ignore_patterns("__pycache__"))
-            digest = hashlib.sha256()
-            for path in sorted(target.rglob("*.py")):
-                digest.update(str(path.relative_to(target)).encode() + b"\0")
-                digest.update(path.read_bytes())
-            cls.sha256 = digest.hexdigest()[:16]
-            cls.directory = target
-            atexit.register(shutil.rmtree, target.parent, True)
-        return cls.directory
-
-
 @contextlib.contextmanager
 def cluster() -> Iterator[PostgresCluster]:
     started = time.monotonic()
@@ -224,25 +178,15 @@ def postmaster_pid(pg: PostgresCluster) -> int | None:
         return None
 
 
-class SyncServer:
+class SyncServer(ServerProcess):
     """`fusebox sync serve` on a fresh data directory, stopped by PID."""
 
     def __init__(self, database_url: str, args: argparse.Namespace) -> None:
+        super().__init__("fusebox-syncbench-", args.keep)
         self.database_url = database_url
-        self.root = Path(tempfile.mkdtemp(prefix="fusebox-syncbench-"))
-        self.data_dir = self.root / "data"
-        self.log_path = self.root / "server.log"
-        self.port = free_port()
         self.long_poll_timeout = args.long_poll_timeout
         self.chunk_bytes = args.chunk_bytes
         self.snapshot_connections = getattr(args, "snapshot_connections", 0)
-        self.keep = args.keep
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
 
     def command(self) -> list[str]:
         command = [
@@ -261,14 +205,10 @@ class SyncServer:
 
     def start(self) -> SyncServer:
         env = {**os.environ, "PYTHONPATH": str(Source.snapshot())}
-        with open(self.log_path, "wb") as log_file:
-            self.proc = subprocess.Popen(
-                self.command(), cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT
-            )
-        _live[self.proc.pid] = self.proc
+        proc = self.spawn(self.command(), env)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
+            if proc.poll() is not None:
                 raise RuntimeError(f"sync server exited at start:\n{self.log_tail()}")
             with contextlib.suppress(OSError, ValueError):
                 status, _, body = ShapeClient(self.port, timeout=2).request("/v1/health")
@@ -283,19 +223,6 @@ class SyncServer:
             if b"spawn_main" in cmdline(pid):
                 return pid
         return None
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            _stop_process(self.proc)
-            self.proc = None
-        if not self.keep:
-            shutil.rmtree(self.root, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -393,43 +320,10 @@ class Follower:
 # -- measurement helpers ----------------------------------------------------------------------
 
 
-def median(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.median(present) if present else None
-
-
 def median_cpu(rounds: list[dict], key: str) -> dict[str, float | None]:
     """Per process, the median over rounds of CPU microseconds per row or change."""
     processes = rounds[0][key].keys() if rounds else ()
     return {p: median([r[key][p] for r in rounds]) for p in processes}
-
-
-def percentile(sorted_values: list[float], p: float) -> float:
-    return sorted_values[max(0, math.ceil(p / 100 * len(sorted_values)) - 1)]
-
-
-def wait_quiet(below_pct: float, max_wait: float, quiet_seconds: int = 3) -> float:
-    """Wait until the machine used under `below_pct` of one core for `quiet_seconds` s.
-
-    Returns the seconds waited, or -1 if it never went quiet (measured anyway).
-    """
-    started = time.monotonic()
-    quiet = 0
-    last_note = started
-    cpus = os.cpu_count() or 1
-    while time.monotonic() - started < max_wait:
-        before = machine_ticks()
-        time.sleep(1.0)
-        after = machine_ticks()
-        busy = 100.0 * cpus * (after[0] - before[0]) / max(1, after[1] - before[1])
-        quiet = quiet + 1 if busy < below_pct else 0
-        if quiet >= quiet_seconds:
-            return round(time.monotonic() - started, 1)
-        if time.monotonic() - last_note > 30:
-            log(f"  waiting for a quiet machine (busy {busy:.0f}% of one core)")
-            last_note = time.monotonic()
-    log(f"  machine never went quiet in {max_wait:.0f} s; measuring anyway")
-    return -1.0
 
 
 class CpuWindow:
@@ -554,7 +448,7 @@ class Profiler:
             command = [py_spy, "record", "--pid", str(pid), "--rate", str(self.rate)]
             command += ["--format", "raw", "--output", str(path), "--nonblocking"]
             proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            _live[proc.pid] = proc
+            track(proc)
             self.procs[role] = proc
             self.paths[role] = path
         time.sleep(1.0)  # py-spy attaches
@@ -570,7 +464,7 @@ class Profiler:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
-            _live.pop(proc.pid, None)
+            untrack(proc)
 
     def report(self, top: int = 25) -> dict:
         return {
@@ -749,7 +643,7 @@ def latency_round(args: argparse.Namespace, index: int) -> dict:
             command += ["--long-poll-timeout", str(args.long_poll_timeout)]
             env = {**os.environ, "PYTHONPATH": str(Source.snapshot())}
             follower = subprocess.Popen(command, stdout=subprocess.PIPE, env=env)
-            _live[follower.pid] = follower
+            track(follower)
             try:
                 if _read_line(follower, 60) != "ready":
                     raise RuntimeError("live client did not get ready")
@@ -778,7 +672,7 @@ def latency_round(args: argparse.Namespace, index: int) -> dict:
                             latencies.append((int(got_ns) - committed) / 1e6)
                             commit_times.append((committed - before) / 1e6)
             finally:
-                _stop_process(follower, grace=5)
+                stop_process(follower, grace=5)
     latencies.sort()
     commit_times.sort()
     out.update(
@@ -1391,7 +1285,7 @@ def main(argv: list[str] | None = None) -> int:
         Source.origin = args.src.resolve()
     if args.scenario == "_follow":
         return follow_live(args)
-    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         if args.scenario == "all":
             for scenario in ("latency", "throughput", "ingest", "snapshot"):
@@ -1403,7 +1297,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             run_scenario(args.scenario, args)
     finally:
-        _cleanup()
+        stop_all()
     return 0
 
 
