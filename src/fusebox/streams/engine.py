@@ -347,15 +347,13 @@ class StreamEngine:
             if stream.gone or stream.pending.closed:
                 raise StreamClosed(f"stream {stream.path} is closed", stream.pending.tail)
         parts = []
-        ends: dict[int, int] = {}  # a stream's running end, should it appear twice
         for stream, framed in appends:
-            position = ends.get(stream.id, stream.pending.tail - stream.base)
-            parts.append((stream.id, position, len(framed)))
-            ends[stream.id] = position + len(framed)
+            # What `_apply` does on replay, inline: thousands of streams per call.
+            pending = stream.pending
+            parts.append((stream.id, pending.tail - stream.base, len(framed)))
+            pending.tail += len(framed)
         data = b"".join([framed for _, framed in appends])
-        record = Record(APPEND_MANY, 0, {"parts": parts}, data)
-        self._apply(record)
-        commit = self._store.submit(record)
+        commit = self._store.submit(Record(APPEND_MANY, 0, {"parts": parts}, data))
         for stream, _ in appends:
             stream.last_commit = commit
         return commit
@@ -453,14 +451,18 @@ class StreamEngine:
             stream.durable.apply_append(record.meta, record.size)
             self._publish(stream, start, record.data)
         elif record.kind == APPEND_MANY:
-            by_id = self._by_id
-            for stream_id, _, data in record.parts():
+            by_id, listeners, data = self._by_id, self.listeners, record.data
+            offset = 0
+            for stream_id, _, length in record.meta["parts"]:
                 stream = by_id.get(stream_id)
-                if stream is None:
-                    continue
-                start = stream.durable.tail
-                stream.durable.tail += len(data)
-                self._publish(stream, start, data.tobytes() if stream.waiters else b"")
+                if stream is not None:
+                    start = stream.durable.tail
+                    stream.durable.tail = start + length
+                    if stream.waiters or listeners:
+                        self._publish(stream, start, data[offset : offset + length])
+                    else:
+                        stream.recent = None
+                offset += length
         elif record.kind == CREATE:
             stream = self._by_id.get(record.stream_id)
             if stream is None:

@@ -139,6 +139,14 @@ class ShapeLog:
         """
         position = self.stream.pending.tail
         boundaries: list[Boundary] = []
+        if len(items) == 1:  # the usual case with many shapes: one item per transaction
+            offset, item = items[0]
+            position += len(item) + len(SEPARATOR)
+            if position - self._chunk_start >= self.chunk_bytes:
+                self._cut(boundaries, offset, position)
+            else:
+                boundaries.append((offset, position, False))
+            return item + SEPARATOR, boundaries
         parts: list[bytes] = []
         for index, (offset, item) in enumerate(items):
             parts.append(item)
