@@ -11,7 +11,7 @@ to those reach it through `dependents`, to keep the subqueries' results current.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Set
+from collections.abc import Set
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -80,10 +80,16 @@ class Router:
                 found |= shapes
         return found
 
-    def candidates(self, relation: tuple[str, str], rows: Iterable[dict]) -> set[Shape]:
+    def candidates(self, relation: tuple[str, str], rows: list[dict]) -> Set[Shape]:
+        """The shapes a change with these rows (new, old) can concern; do not modify it."""
         index = self._tables.get(relation)
         if index is None:
-            return set()
+            return _NONE
+        if not index.unindexed and len(rows) == 1 and len(index.by_column) == 1:
+            # An insert or delete under `col = const` shapes: the index's own set, no copy.
+            ((column, by_value),) = index.by_column.items()
+            value = rows[0].get(column)
+            return by_value.get(value, _NONE) if isinstance(value, str) else _NONE
         found = set(index.unindexed) if index.unindexed else set()
         if index.by_column:
             for row in rows:
