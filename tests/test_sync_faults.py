@@ -33,6 +33,7 @@ import psycopg
 import pytest
 
 from conftest import SyncProcess
+from fusebox.streams.records import decode_records
 from postgres import PostgresCluster, create_cluster
 from sync_client import ShapeConsumer
 
@@ -406,6 +407,43 @@ def test_sync_server_sigkill_mid_stream(
         assert 409 not in consumer.statuses()
         assert 0 in consumer.statuses()  # it did see the server go away
     no_server_errors(consumers)
+
+
+def test_a_snapshot_stored_outside_the_wal_survives_sigkill(
+    database: str, server: SyncProcess
+) -> None:
+    """A snapshot block of 1 MiB or more skips the WAL: it is synced in the shape's data file
+    and only its length is logged. After SIGKILL, the client that read it resumes with the
+    same handle, and a new client reads the whole snapshot back from the data files."""
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO items SELECT g, repeat('s', 200) || g, g % 1000"
+            " FROM generate_series(1000, 7000) g"
+        )
+    first = ShapeConsumer(server.url, {"table": "items"})
+    first.start()
+    converge([first], database)
+    handle = first.handle
+    wal = sorted((server.data_dir / "log" / "wal").glob("*.wal"))
+    records = [r for path in wal for r, _ in decode_records(path.read_bytes())]
+    assert any(r.external >= 1024 * 1024 for r in records), "the snapshot went through the WAL"
+
+    server.kill()
+    Writer(database, seed=8).run(10)  # changes while the server is gone
+    server.start()
+    Writer(database, seed=9).run(10)
+    second = ShapeConsumer(server.url, {"table": "items"})
+    second.start()
+    try:
+        converge([first, second], database)
+        assert first.handle == second.handle == handle
+        assert first.refetches == second.refetches == 0
+        no_server_errors([first, second])
+    finally:
+        for consumer in (first, second):
+            consumer.stop_soon()
+        for consumer in (first, second):
+            consumer.stop()
 
 
 def offset_key(offset: str) -> tuple[int, int]:
