@@ -40,6 +40,9 @@ from fusebox.sync.shapes import Shapes
 
 log = logging.getLogger("fusebox.sync")
 
+# How long a table checked to be in the publication counts as prepared (`prepare_table`).
+PREPARED_SECONDS = 10.0
+
 
 @dataclass
 class SyncSettings:
@@ -73,6 +76,9 @@ class Replication:
         self._stopping = False
         self._durable_lsn = 0
         self._restarts = 0
+        # Tables (by oid) known to be published, with when that was checked (`prepare_table`).
+        self._prepared: dict[int, float] = {}
+        self._preparing: dict[int, asyncio.Future[None]] = {}
         # Told of replication events (the platform turns them into a service's event log).
         self.on_event: Callable[[str, dict], None] = lambda kind, details: None
         # Deletions started from synchronous callbacks, kept so they are not collected.
@@ -92,14 +98,40 @@ class Replication:
     # -- tables -------------------------------------------------------------------------
 
     async def prepare_table(self, table: Table) -> None:
-        """Publish a table (REPLICA IDENTITY FULL) before its first snapshot."""
+        """Publish a table (REPLICA IDENTITY FULL) before a snapshot of it.
 
-        def publish() -> None:
-            with psycopg.connect(self.settings.database_url, autocommit=True) as conn:
-                ensure_publication(conn, self.names.publication)
-                add_table(conn, self.names.publication, table.relation)
+        Checked in Postgres once per table every `PREPARED_SECONDS`, not for every shape:
+        the check costs a connection and two transactions, a third of a shape's creation
+        when clients create hundreds of shapes of one table. Should someone take the table
+        out of the publication meanwhile, a shape created before the next check misses its
+        changes, as with Electric; a restart of replication checks again at once.
+        """
+        # By oid: a table dropped and created again under its name is a new table, which
+        # is not in the publication.
+        relation, oid = table.relation, table.oid
+        checked = self._prepared.get(oid)
+        if checked is not None and time.monotonic() - checked < PREPARED_SECONDS:
+            return
+        pending = self._preparing.get(oid)
+        if pending is None:
 
-        await asyncio.get_running_loop().run_in_executor(None, publish)
+            def publish() -> None:
+                with psycopg.connect(self.settings.database_url, autocommit=True) as conn:
+                    ensure_publication(conn, self.names.publication)
+                    add_table(conn, self.names.publication, relation)
+
+            pending = asyncio.ensure_future(
+                asyncio.get_running_loop().run_in_executor(None, publish)
+            )
+            self._preparing[oid] = pending
+            started = time.monotonic()
+            try:
+                await asyncio.shield(pending)
+            finally:
+                del self._preparing[oid]
+            self._prepared[oid] = started
+            return
+        await asyncio.shield(pending)
 
     def release(self) -> None:
         """Drop the slot and the publication (the source is being deleted). Blocking."""
@@ -140,6 +172,7 @@ class Replication:
 
     async def _run_once(self) -> str:
         identity = self._stored_identity()
+        self._prepared.clear()  # the publication may have changed while we were away
 
         def publish() -> None:
             with psycopg.connect(self.settings.database_url, autocommit=True) as conn:
@@ -370,6 +403,7 @@ class SyncSource:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loading
         await self.replication.stop()
+        await self.shapes.connections.close()
 
     async def destroy(self) -> None:
         """Stop, drop every shape and its log, and release the slot and publication."""

@@ -31,9 +31,10 @@ from fusebox.streams.errors import StreamNotFound
 from fusebox.streams.framing import SEPARATOR
 from fusebox.streams.model import StreamConfig
 from fusebox.sync.changes import Transaction, fill_unchanged, shape_items
+from fusebox.sync.connections import Connections
 from fusebox.sync.log_items import ChangeEncoder, build_key, key_prefix
 from fusebox.sync.router import Router
-from fusebox.sync.schema import Table, TableNotFound, inspect_table, session_options
+from fusebox.sync.schema import Table, TableNotFound, inspect_table
 from fusebox.sync.shape import ShapeDefinition, ShapeError
 from fusebox.sync.shape_log import ShapeLog
 from fusebox.sync.snapshot import (
@@ -118,6 +119,7 @@ class Shapes:
     ) -> None:
         self.engine = engine
         self.database_url = database_url
+        self.connections = Connections(database_url)
         self.chunk_bytes = chunk_bytes
         self.snapshot_connections = snapshot_connections
         self._prefix = f"/__sync/{source}"
@@ -211,7 +213,7 @@ class Shapes:
 
     async def _create(self, definition: ShapeDefinition) -> Shape:
         handle = f"{int(definition.fingerprint(), 16) % 10**8}-{time.time_ns() // 1000}"
-        async with await psycopg.AsyncConnection.connect(self.database_url) as conn:
+        async with self.connections.connection() as conn:
             shape = await self._build(conn, handle, definition, create_log=True)
         if self.on_table is not None:
             for table in (shape.table, *shape.dependencies.values()):
@@ -310,10 +312,7 @@ class Shapes:
 
     async def _run_snapshot(self, shape: Shape, started: asyncio.Future[None]) -> None:
         try:
-            options = session_options()
-            async with await psycopg.AsyncConnection.connect(
-                self.database_url, options=options
-            ) as conn:
+            async with self.connections.connection() as conn:
                 visibility = await begin_snapshot(conn)
                 shape.visibility = visibility
                 await self._record(
@@ -371,12 +370,10 @@ class Shapes:
         # Helpers join this transaction's snapshot; the parts' blocks interleave in the log
         # (a snapshot's rows have no order).
         snapshot_id = await export_snapshot(conn)
-        options = session_options()
         async with contextlib.AsyncExitStack() as stack:
             connections = [conn]
             for _ in range(parts - 1):
-                helper = await psycopg.AsyncConnection.connect(self.database_url, options=options)
-                await stack.enter_async_context(helper)
+                helper = await stack.enter_async_context(self.connections.connection())
                 await join_snapshot(helper, snapshot_id)
                 connections.append(helper)
             try:
