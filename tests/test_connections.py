@@ -4,8 +4,6 @@ check that a table is published (`Replication.prepare_table`), against a real Po
 from __future__ import annotations
 
 import asyncio
-import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import psycopg
 import pytest
 from psycopg.pq import TransactionStatus
 
+from conftest import fresh_database
 from fusebox.sync import service
 from fusebox.sync.connections import Connections
 from fusebox.sync.protocol import SyncStatus
@@ -23,12 +22,8 @@ from postgres import PostgresCluster
 
 @pytest.fixture(scope="module")
 def database(postgres: PostgresCluster) -> Iterator[str]:
-    name = f"connections_{os.getpid()}_{time.monotonic_ns()}"
-    postgres.psql(f"CREATE DATABASE {name}")
-    try:
-        yield postgres.url(name)
-    finally:
-        postgres.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with fresh_database(postgres, "connections") as url:
+        yield url
 
 
 def backend_pid(conn: psycopg.AsyncConnection) -> int:

@@ -23,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import fresh_database
 from fusebox.streams.engine import StreamEngine
 from fusebox.streams.framing import SEPARATOR
 from fusebox.streams.model import StreamConfig
@@ -58,12 +59,8 @@ _serial = iter(range(10**6))
 
 @pytest.fixture(scope="module")
 def database(postgres: PostgresCluster) -> Iterator[str]:
-    name = f"snapshot_items_{os.getpid()}_{time.monotonic_ns()}"
-    postgres.psql(f"CREATE DATABASE {name}")
-    try:
-        yield postgres.url(name)
-    finally:
-        postgres.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with fresh_database(postgres, "snapshot_items") as url:
+        yield url
 
 
 def execute(url: str, sql: str, params: tuple | list = ()) -> None:

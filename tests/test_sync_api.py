@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import http.client
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ import orjson
 import psycopg
 import pytest
 
-from conftest import SyncProcess
+from conftest import SyncProcess, fresh_database
 from postgres import PostgresCluster
 from sync_client import ShapeConsumer
 
@@ -38,20 +37,8 @@ _serial = iter(range(10**6))
 
 @pytest.fixture(scope="module")
 def database(postgres: PostgresCluster) -> Iterator[str]:
-    name = f"sync_api_{os.getpid()}_{time.monotonic_ns()}"
-    postgres.psql(f"CREATE DATABASE {name}")
-    try:
-        yield postgres.url(name)
-    finally:
-        postgres.psql(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
-        )
-        postgres.psql(
-            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-            f"WHERE database = '{name}' AND NOT active"
-        )
-        postgres.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with fresh_database(postgres, "sync_api") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -276,6 +276,14 @@ def no_server_errors(consumers: list[ShapeConsumer]) -> None:
         assert not bad, f"{consumer.describe()}: server errors {bad}"
 
 
+def resumed_exactly(consumers: list[ShapeConsumer], url: str, handles: list[str | None]) -> None:
+    """Every consumer ends with exactly its rows, under the handle it had, never refetching."""
+    converge(consumers, url)
+    assert [consumer.handle for consumer in consumers] == handles
+    assert all(consumer.refetches == 0 for consumer in consumers)
+    no_server_errors(consumers)
+
+
 # -- tests --------------------------------------------------------------------------------
 
 
@@ -317,10 +325,7 @@ def test_postgres_restart_mid_stream(
     wait_for(lambda: health(server) == (200, "active"), timeout=60, what="active again")
     Writer(database, seed=2).run(40)
 
-    converge(consumers, database)
-    assert [consumer.handle for consumer in consumers] == handles
-    assert all(consumer.refetches == 0 for consumer in consumers)
-    no_server_errors(consumers)
+    resumed_exactly(consumers, database, handles)
 
 
 def test_server_starts_while_postgres_is_down(
@@ -354,10 +359,7 @@ def test_server_starts_while_postgres_is_down(
     wait_for(lambda: health(server) == (200, "active"), timeout=60, what="active after start")
     Writer(database, seed=5).run(20)
 
-    converge(consumers, database)
-    assert [consumer.handle for consumer in consumers] == handles
-    assert all(consumer.refetches == 0 for consumer in consumers)
-    no_server_errors(consumers)
+    resumed_exactly(consumers, database, handles)
 
 
 def test_database_refusing_connections_is_503_not_500(

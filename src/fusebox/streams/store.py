@@ -315,20 +315,18 @@ class FileStore:
         """`_buffer` each stream's share of an APPEND_MANY record, the usual case inline: a
         record can name 10,000 streams, each extending its tail by an item or two."""
         tails, tail_bytes = self._tails, self._tail_bytes
-        data = memoryview(record.data)
-        offset = added = 0
-        for stream_id, position, length in record.meta["parts"]:
+        added = 0
+        for stream_id, position, data in record.parts():
             tail = tails.get(stream_id)
             if (
                 tail is not None
                 and tail.start + len(tail.buffer) == position
-                and len(tail.buffer) + length < tail_bytes
+                and len(tail.buffer) + len(data) < tail_bytes
             ):
-                tail.buffer += data[offset : offset + length]
-                added += length
+                tail.buffer += data
+                added += len(data)
             else:
-                self._buffer(stream_id, data[offset : offset + length], position)
-            offset += length
+                self._buffer(stream_id, data, position)
         self._buffered += added
 
     def _buffer(self, stream_id: int, data: bytes | memoryview, position: int) -> None:

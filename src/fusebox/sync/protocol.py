@@ -257,7 +257,7 @@ class ShapeProtocol:
         subset = parse_subset(options, shape.table, shape.columns)
         where_sql = shape.where.sql if shape.where is not None else None
         body = await query_subset(
-            self.shapes.database_url, shape.table, shape.columns, where_sql, subset
+            self.shapes.connections, shape.table, shape.columns, where_sql, subset
         )
         headers = [
             *_BASE,

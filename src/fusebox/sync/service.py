@@ -109,28 +109,27 @@ class Replication:
         # By oid: a table dropped and created again under its name is a new table, which
         # is not in the publication.
         relation, oid = table.relation, table.oid
-        checked = self._prepared.get(oid)
-        if checked is not None and time.monotonic() - checked < PREPARED_SECONDS:
+        last_check = self._prepared.get(oid)
+        if last_check is not None and time.monotonic() - last_check < PREPARED_SECONDS:
             return
         pending = self._preparing.get(oid)
-        if pending is None:
+        if pending is None:  # concurrent creations of one table's shapes share one check
 
             def publish() -> None:
                 with psycopg.connect(self.settings.database_url, autocommit=True) as conn:
                     ensure_publication(conn, self.names.publication)
                     add_table(conn, self.names.publication, relation)
 
-            pending = asyncio.ensure_future(
-                asyncio.get_running_loop().run_in_executor(None, publish)
-            )
-            self._preparing[oid] = pending
             started = time.monotonic()
-            try:
-                await asyncio.shield(pending)
-            finally:
+
+            def checked(future: asyncio.Future[None]) -> None:
                 del self._preparing[oid]
-            self._prepared[oid] = started
-            return
+                if not future.cancelled() and future.exception() is None:
+                    self._prepared[oid] = started
+
+            pending = asyncio.get_running_loop().run_in_executor(None, publish)
+            pending.add_done_callback(checked)
+            self._preparing[oid] = pending
         await asyncio.shield(pending)
 
     def release(self) -> None:

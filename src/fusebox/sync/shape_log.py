@@ -141,22 +141,26 @@ class ShapeLog:
         boundaries: list[Boundary] = []
         if len(items) == 1:  # the usual case with many shapes: one item per transaction
             offset, item = items[0]
-            position += len(item) + len(SEPARATOR)
-            if position - self._chunk_start >= self.chunk_bytes:
-                self._cut(boundaries, offset, position)
-            else:
-                boundaries.append((offset, position, False))
+            self._item_end(boundaries, offset, position + len(item) + len(SEPARATOR), True)
             return item + SEPARATOR, boundaries
         parts: list[bytes] = []
+        last = len(items) - 1
         for index, (offset, item) in enumerate(items):
             parts.append(item)
             parts.append(SEPARATOR)
             position += len(item) + len(SEPARATOR)
-            if position - self._chunk_start >= self.chunk_bytes:
-                self._cut(boundaries, offset, position)
-            elif index == len(items) - 1:
-                boundaries.append((offset, position, False))
+            self._item_end(boundaries, offset, position, index == last)
         return b"".join(parts), boundaries
+
+    def _item_end(
+        self, boundaries: list[Boundary], offset: Offset, position: int, ends_transaction: bool
+    ) -> None:
+        """The boundary after a change item, if any: a chunk cut once the chunk holds
+        `chunk_bytes`, else the end of its transaction."""
+        if position - self._chunk_start >= self.chunk_bytes:
+            self._cut(boundaries, offset, position)
+        elif ends_transaction:
+            boundaries.append((offset, position, False))
 
     def expect(self, commit: asyncio.Future[None], boundaries: list[Boundary]) -> None:
         """Publish `boundaries` once `commit` is done; the caller then calls `published`."""

@@ -60,6 +60,9 @@ from fusebox.sync.where import (
 
 log = logging.getLogger("fusebox.sync")
 
+# A shape's log items for one transaction, with their offsets (lsn, op position).
+Items = list[tuple[tuple[int, int], bytes]]
+
 
 @dataclass(eq=False, slots=True)
 class Shape:
@@ -118,7 +121,6 @@ class Shapes:
         on_table: Callable[[Table], asyncio.Future[None] | None] | None = None,
     ) -> None:
         self.engine = engine
-        self.database_url = database_url
         self.connections = Connections(database_url)
         self.chunk_bytes = chunk_bytes
         self.snapshot_connections = snapshot_connections
@@ -152,7 +154,7 @@ class Shapes:
                 live[entry["handle"]] = entry
             else:
                 live.pop(entry["handle"], None)
-        async with await psycopg.AsyncConnection.connect(self.database_url) as conn:
+        async with self.connections.connection() as conn:
             for handle, entry in live.items():
                 if handle in self._by_handle:
                     continue  # restored by an earlier attempt that lost its connection
@@ -208,7 +210,7 @@ class Shapes:
 
     async def validate(self, definition: ShapeDefinition) -> None:
         """Check a definition against the database without creating a shape."""
-        async with await psycopg.AsyncConnection.connect(self.database_url) as conn:
+        async with self.connections.connection() as conn:
             await self._build(conn, "", definition, create_log=False, dry_run=True)
 
     async def _create(self, definition: ShapeDefinition) -> Shape:
@@ -417,7 +419,7 @@ class Shapes:
                 followed.setdefault(shape, []).append(index)
         for shape in followed:
             per_shape.setdefault(shape, [])
-        staged: list[tuple[Shape, list[tuple[tuple[int, int], bytes]]]] = []
+        staged: list[tuple[Shape, Items]] = []
         for shape, indexes in per_shape.items():
             if shape.deleted:
                 continue
@@ -437,9 +439,7 @@ class Shapes:
             commits.append(self._append_staged(staged))
         return commits
 
-    def _append_staged(
-        self, staged: list[tuple[Shape, list[tuple[tuple[int, int], bytes]]]]
-    ) -> asyncio.Future[None]:
+    def _append_staged(self, staged: list[tuple[Shape, Items]]) -> asyncio.Future[None]:
         """Append one transaction's items to all its shapes' logs as one engine append."""
         if len(staged) == 1:
             shape, items = staged[0]
@@ -468,7 +468,7 @@ class Shapes:
         indexes: list[int] | None = None,
         followed: list[int] | None = None,
         encoders: dict[tuple[str, str], ChangeEncoder] | None = None,
-        staged: list[tuple[Shape, list[tuple[tuple[int, int], bytes]]]] | None = None,
+        staged: list[tuple[Shape, Items]] | None = None,
     ) -> asyncio.Future[None] | None:
         """Follow the transaction's changes to the subqueries' tables, then append the
         shape's own items; a subquery result that changes invalidates the shape instead.
@@ -541,7 +541,7 @@ class Shapes:
         transaction: Transaction,
         indexes: list[int] | None = None,
         encoders: dict[tuple[str, str], ChangeEncoder] | None = None,
-    ) -> list[tuple[tuple[int, int], bytes]]:
+    ) -> Items:
         """The shape's log items for the transaction, with their offsets."""
         relation = shape.relation
         primary_key = shape.table.primary_key

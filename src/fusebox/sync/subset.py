@@ -12,12 +12,12 @@ import random
 from dataclasses import dataclass
 
 import orjson
-import psycopg
 from pglast import parser
 
+from fusebox.sync.connections import Connections
 from fusebox.sync.log_items import quote_ident, snapshot_item_sql
 from fusebox.sync.replication.lsn import parse_lsn
-from fusebox.sync.schema import Table, session_options
+from fusebox.sync.schema import Table
 from fusebox.sync.shape import ShapeError
 from fusebox.sync.where import ColumnType, WhereError, compile_where
 
@@ -123,7 +123,7 @@ def parse_subset(options: dict, table: Table, columns: tuple[str, ...]) -> Subse
 
 
 async def query_subset(
-    database_url: str,
+    connections: Connections,
     table: Table,
     columns: tuple[str, ...],
     shape_where_sql: str | None,
@@ -142,9 +142,7 @@ async def query_subset(
         sql += f" LIMIT {subset.limit}"
     if subset.offset is not None:
         sql += f" OFFSET {subset.offset}"
-    async with await psycopg.AsyncConnection.connect(
-        database_url, options=session_options()
-    ) as conn:
+    async with connections.connection() as conn:
         await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         cursor = await conn.execute(
             "SELECT pg_current_snapshot()::text, pg_current_wal_lsn()::text"
