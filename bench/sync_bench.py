@@ -747,6 +747,20 @@ def write_burst(
         return start, first_commit, time.monotonic(), marker
 
 
+# Which tenant (and so which shape) each inserted row `g` belongs to.
+#  random: any tenant. A transaction then reaches fewer shapes than it has rows, and how
+#    many fewer depends on the shape count: 1,000 random rows reach ~630 of 1,000 shapes
+#    but ~950 of 10,000. The rate mixes shape count with how many rows share a log.
+#  spread: the rows of a transaction reach distinct tenants (multiplying by a prime
+#    coprime to the shape count permutes them), so every shape count does the same work per
+#    row: one shape, one log append. This is what "flat in the number of shapes" asks; the
+#    multiplier scatters the tenants so a transaction does not walk shapes created together.
+TENANTS = {
+    "random": "floor(random() * {shapes})::int",
+    "spread": "((g * 7919) % {shapes})::int",
+}
+
+
 def throughput_round(args: argparse.Namespace, shapes: int, index: int) -> dict:
     with cluster() as pg:
         url = pg.url()
@@ -763,10 +777,12 @@ def throughput_round(args: argparse.Namespace, shapes: int, index: int) -> dict:
             quiet = wait_quiet(args.quiet_below, args.max_quiet_wait)
             out: dict = {"round": index, "shapes": shapes, "waited_for_quiet_s": quiet}
 
+            tenant_sql = TENANTS[args.tenants].format(shapes=shapes)
+
             def insert_sql(first: int, last: int) -> str:
                 return (
-                    "INSERT INTO events SELECT g, floor(random() * "
-                    f"{shapes})::int, md5(g::text) FROM generate_series({first}, {last}) g"
+                    f"INSERT INTO events SELECT g, {tenant_sql}, md5(g::text)"
+                    f" FROM generate_series({first}, {last}) g"
                 )
 
             with (
@@ -777,6 +793,14 @@ def throughput_round(args: argparse.Namespace, shapes: int, index: int) -> dict:
                     url, args.rows, args.batch, insert_sql
                 )
                 durable = wait_confirmed(url, marker, timeout=args.timeout)
+            with psycopg.connect(url) as conn:
+                # Shape-log appends the burst caused: distinct tenants per transaction.
+                row = conn.execute(
+                    "SELECT count(*) FROM (SELECT DISTINCT (id - 1) / %s, tenant FROM events) t",
+                    (args.batch,),
+                ).fetchone()
+                assert row is not None
+                logs_touched = row[0]
             # Check: a sample of shapes holds exactly its tenant's rows.
             sample = random.Random(index).sample(range(shapes), min(args.verify, shapes))
             with psycopg.connect(url) as conn:
@@ -799,6 +823,8 @@ def throughput_round(args: argparse.Namespace, shapes: int, index: int) -> dict:
         {
             "rows": args.rows,
             "batch": args.batch,
+            "tenants": args.tenants,
+            "logs_per_change": round(logs_touched / args.rows, 3),
             "create_shapes_s": round(create_s, 2),
             "writer_s": round(last_commit - start, 3),
             "first_commit_to_durable_s": round(seconds, 3),
@@ -830,6 +856,7 @@ def summarize_throughput(rounds: list[dict], args: argparse.Namespace) -> dict:
             "writer_s": median([r["writer_s"] for r in group]),
             "create_shapes_s": median([r["create_shapes_s"] for r in group]),
             "cpu_us_per_change": median_cpu(group, "cpu_us_per_change"),
+            "logs_per_change": median([r["logs_per_change"] for r in group]),
         }
     values = [v["changes_per_s"] for v in table.values()]
     flat = min(values) / max(values) if values else None
@@ -846,14 +873,15 @@ def summarize_throughput(rounds: list[dict], args: argparse.Namespace) -> dict:
 
 def print_throughput(summary: dict, args: argparse.Namespace) -> None:
     print(
-        f"\nthroughput ({args.rows:,} rows in transactions of {args.batch:,}, each row a random "
-        "tenant; `tenant = i` shapes), medians:"
+        f"\nthroughput ({args.rows:,} rows in transactions of {args.batch:,}, tenants "
+        f"{args.tenants}; `tenant = i` shapes), medians:"
     )
     for shapes, row in summary["by_shapes"].items():
         print(
             f"  {shapes:>6} shapes: {row['changes_per_s']:>9,.0f} changes/s "
             f"(rounds {row['per_round']}; writer {row['writer_s']} s; "
-            f"shapes created in {row['create_shapes_s']} s)"
+            f"shapes created in {row['create_shapes_s']} s; "
+            f"log appends per change {row['logs_per_change']})"
         )
         print(f"           CPU us per change: {row['cpu_us_per_change']}")
     print(f"  slowest / fastest: {summary['min_over_max']}")
@@ -1155,6 +1183,8 @@ def run_scenario(scenario: str, args: argparse.Namespace) -> dict:
         summary = summarize_latency(rounds, args)
         printer = print_latency
     elif scenario == "throughput":
+        if args.tenants == "spread" and any(n % 7919 == 0 for n in args.shapes):
+            raise SystemExit("--tenants spread needs shape counts that 7919 does not divide")
         rounds = []
         for shapes in args.shapes:
             rounds += run_rounds(
@@ -1239,6 +1269,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.add_argument("--rows", type=int, default=100_000)
         p.add_argument("--batch", type=int, default=1_000, help="rows per transaction")
         p.add_argument("--verify", type=int, default=20, help="shapes checked afterwards")
+        p.add_argument(
+            "--tenants",
+            choices=sorted(TENANTS),
+            default="spread",
+            help="which tenant each row gets (see TENANTS)",
+        )
 
     def ingest_args(p: argparse.ArgumentParser, rows_name: str = "--rows") -> None:
         p.add_argument(rows_name, type=int, default=1_000_000)
