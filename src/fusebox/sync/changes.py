@@ -122,7 +122,6 @@ def fill_unchanged(new: Row, old: Row | None) -> Row:
 def shape_items(
     change: Change,
     op_position: int,
-    *,
     matches: Callable[[Row], bool],
     selected: tuple[str, ...],
     primary_key: tuple[str, ...],

@@ -100,7 +100,6 @@ class ChangeEncoder:
         key: str,
         value: Row,
         op_position: int,
-        *,
         old_value: Row | None = None,
         last: bool = False,
         extra: dict | None = None,
