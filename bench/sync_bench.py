@@ -323,7 +323,8 @@ class Follower:
 def median_cpu(rounds: list[dict], key: str) -> dict[str, float | None]:
     """Per process, the median over rounds of CPU microseconds per row or change."""
     processes = rounds[0][key].keys() if rounds else ()
-    return {p: median([r[key][p] for r in rounds]) for p in processes}
+    medians = {p: median([r[key][p] for r in rounds]) for p in processes}
+    return {p: None if m is None else round(m, 2) for p, m in medians.items()}
 
 
 class CpuWindow:
@@ -757,7 +758,7 @@ def write_burst(
 #    multiplier scatters the tenants so a transaction does not walk shapes created together.
 TENANTS = {
     "random": "floor(random() * {shapes})::int",
-    "spread": "((g * 7919) % {shapes})::int",
+    "spread": "((g::bigint * 7919) % {shapes})::int",
 }
 
 
@@ -853,8 +854,8 @@ def summarize_throughput(rounds: list[dict], args: argparse.Namespace) -> dict:
         table[shapes] = {
             "changes_per_s": median([r["changes_per_s"] for r in group]),
             "per_round": [r["changes_per_s"] for r in group],
-            "writer_s": median([r["writer_s"] for r in group]),
-            "create_shapes_s": median([r["create_shapes_s"] for r in group]),
+            "writer_s": round(median([r["writer_s"] for r in group]), 3),
+            "create_shapes_s": round(median([r["create_shapes_s"] for r in group]), 2),
             "cpu_us_per_change": median_cpu(group, "cpu_us_per_change"),
             "logs_per_change": median([r["logs_per_change"] for r in group]),
         }
