@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import errno
 import json
 import os
 import random
@@ -23,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from fusebox.streams import framing
+from fusebox.streams import store as store_module
 from fusebox.streams.engine import ForkSpec, Producer, StreamEngine
 from fusebox.streams.errors import (
     ConfigurationConflict,
@@ -35,7 +38,7 @@ from fusebox.streams.errors import (
 )
 from fusebox.streams.model import StreamConfig
 from fusebox.streams.records import APPEND, APPEND_MANY, CREATE, DELETE, Record, decode_records
-from fusebox.streams.store import FileStore, StorageFailed
+from fusebox.streams.store import SYNCFS_MIN_FILES, FileStore, StorageFailed, sync_files
 
 OCTET = "application/octet-stream"
 JSON = "application/json"
@@ -329,6 +332,66 @@ def test_appends_to_many_streams_as_one_record_survive_crashes(tmp_path: Path) -
         await engine.stop()
         engine = await start()
         check(engine)
+        await engine.stop()
+
+    run(scenario)
+
+
+def test_a_checkpoint_of_many_data_files_syncs_their_filesystem_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past `SYNCFS_MIN_FILES` dirty files, one syncfs; below it, an fsync per file that
+    exists and one of the directory. A failing syncfs fails the checkpoint."""
+    synced: list[str] = []
+    filesystem_syncs: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(store_module, "_syncfs", lambda fd: filesystem_syncs.append(fd) or 0)
+    names = [f"{i}.data" for i in range(SYNCFS_MIN_FILES + 1)]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    sync_files(tmp_path, names)
+    assert (len(filesystem_syncs), synced) == (1, [])
+
+    sync_files(tmp_path, [*names[:3], "gone.data"])
+    assert synced == [str(tmp_path / n) for n in names[:3]] + [str(tmp_path)]
+    assert len(filesystem_syncs) == 1
+
+    def failing(fd: int) -> int:
+        ctypes.set_errno(errno.EIO)
+        return -1
+
+    monkeypatch.setattr(store_module, "_syncfs", failing)
+    with pytest.raises(OSError, match="syncfs"):
+        sync_files(tmp_path, names)
+
+    # Through the engine: checkpoints of that many shape-log-like streams, then a crash
+    # after the older segments are gone: the data files hold every byte.
+    monkeypatch.setattr(store_module, "_syncfs", lambda fd: filesystem_syncs.append(fd) or 0)
+    directory = tmp_path / "engine"
+
+    async def scenario() -> None:
+        engine = await open_engine(directory, segment_bytes=16 * 1024, buffer_bytes=4_000)
+        paths = [f"/many/{i}" for i in range(SYNCFS_MIN_FILES + 20)]
+        for path in paths:
+            await create(engine, path, JSON)
+        for round_number in range(4):
+            await engine.append_framed_many(
+                [(engine.lookup(p), b'{"r":%d},\n' % round_number) for p in paths]
+            )
+        await crash(engine)
+        assert len(filesystem_syncs) > 1
+        assert wal_files(directory)[0], "no checkpoint was taken"
+        engine = await open_engine(directory, segment_bytes=16 * 1024)
+        expected = b"".join(b'{"r":%d},\n' % r for r in range(4))
+        for path in paths:
+            stream = engine.lookup(path)
+            assert engine.read_range(stream, stream.base, stream.durable.tail) == expected
         await engine.stop()
 
     run(scenario)

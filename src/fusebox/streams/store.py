@@ -17,8 +17,10 @@ The file backend (`FileStore`):
 - an append of `direct_bytes` or more is written to its data file and fdatasync'ed first;
   the WAL then records only its length (an "external" record). Its bytes reach the disk
   once instead of twice;
-- a checkpoint writes out the tails, fsyncs the data files written since the last one,
-  writes the engine's snapshot, and drops the WAL segments the snapshot covers.
+- a checkpoint writes out the tails, makes the data files written since the last one
+  durable, writes the engine's snapshot, and drops the WAL segments the snapshot covers.
+  Many files are made durable with one `syncfs` of their filesystem instead of an fsync
+  each (Linux; see `sync_files`).
 
 Why tails: writing every batch through to the data files costs an open file per stream
 it touches. With 10,000 shape logs each getting one small append per batch, the writer
@@ -43,8 +45,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import re
+import sys
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -57,6 +61,49 @@ import orjson
 from fusebox.streams.records import APPEND, APPEND_MANY, CREATE, DELETE, Record, decode_records
 
 _SEGMENT = re.compile(r"\A(\d{12})\.(wal|snapshot)\Z")
+
+
+# From this many dirty data files on, a checkpoint syncs their whole filesystem at once.
+# Measured here with 10,000 files of 2.5 KB dirty each: an fsync per file took 1.40 s
+# (0.54 s of it CPU), one syncfs 0.12 s (2 ms CPU). A checkpoint of 10,000 shape logs,
+# every 64 MiB of WAL, cost ~2 us per change the one-by-one way. syncfs also writes back
+# other programs' dirty data on that filesystem, so a few files are still synced singly.
+SYNCFS_MIN_FILES = 256
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+
+
+_syncfs = _load_syncfs()
+
+
+def sync_files(directory: Path, names: list[str]) -> None:
+    """Make the named files of `directory` durable (those that exist), and its entries."""
+    if len(names) >= SYNCFS_MIN_FILES and _syncfs is not None:
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            if _syncfs(fd) != 0:
+                error = ctypes.get_errno()
+                raise OSError(error, f"syncfs of {directory}: {os.strerror(error)}")
+        finally:
+            os.close(fd)
+        return
+    for name in names:
+        try:
+            fd = os.open(directory / name, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    _fsync_directory(directory)
 
 
 class StorageFailed(RuntimeError):
@@ -408,16 +455,7 @@ class FileStore:
         await asyncio.get_running_loop().run_in_executor(self._writer, self._write_tails)
 
         def checkpoint() -> None:
-            for stream_id in dirty:
-                try:
-                    fd = os.open(self._data_dir / f"{stream_id}.data", os.O_RDONLY)
-                except FileNotFoundError:
-                    continue
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            _fsync_directory(self._data_dir)
+            sync_files(self._data_dir, [f"{stream_id}.data" for stream_id in dirty])
             final = self._wal_dir / f"{segment:012d}.snapshot"
             temporary = final.with_suffix(".tmp")
             with open(temporary, "wb") as file:
