@@ -52,6 +52,7 @@ def test_candidates_agree_with_asking_every_shape() -> None:
         for s in rng.sample(shapes, len(shapes) // 4):
             router.remove(s)  # type: ignore[arg-type]
             shapes.remove(s)
+        assert {id(s) for s in router.shapes_of(RELATION)} == {id(s) for s in shapes}
         for _ in range(30):
             rows = [
                 {

@@ -11,7 +11,7 @@ to those reach it through `dependents`, to keep the subqueries' results current.
 
 from __future__ import annotations
 
-from collections.abc import Set
+from collections.abc import Collection, Set
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -23,7 +23,9 @@ class _TableIndex:
 
     def __init__(self) -> None:
         self.unindexed: set[Shape] = set()
-        self.by_column: dict[str, dict[str, set[Shape]]] = {}
+        # Per column, per value: the shape, or a set when several share the value. Usually
+        # one (`tenant = 7`): a set each would be one more object to load per change.
+        self.by_column: dict[str, dict[str, Shape | set[Shape]]] = {}
 
 
 class Router:
@@ -45,7 +47,13 @@ class Router:
             return
         by_value = index.by_column.setdefault(hint.column, {})
         for value in hint.values:
-            by_value.setdefault(value, set()).add(shape)
+            entry = by_value.get(value)
+            if entry is None:
+                by_value[value] = shape
+            elif type(entry) is set:
+                entry.add(shape)
+            elif entry is not shape:
+                by_value[value] = {entry, shape}
 
     def remove(self, shape: Shape) -> None:
         for relation in shape.dependencies:
@@ -62,11 +70,13 @@ class Router:
         if hint is not None:
             by_value = index.by_column.get(hint.column, {})
             for value in hint.values:
-                shapes = by_value.get(value)
-                if shapes is not None:
-                    shapes.discard(shape)
-                    if not shapes:
-                        del by_value[value]
+                entry = by_value.get(value)
+                if entry is shape:
+                    del by_value[value]
+                elif type(entry) is set:
+                    entry.discard(shape)
+                    if len(entry) == 1:
+                        by_value[value] = next(iter(entry))
 
     def shapes_of(self, relation: tuple[str, str]) -> set[Shape]:
         """Every shape of `relation`, and every shape with a subquery reading it."""
@@ -76,11 +86,11 @@ class Router:
             return found
         found |= index.unindexed
         for by_value in index.by_column.values():
-            for shapes in by_value.values():
-                found |= shapes
+            for entry in by_value.values():
+                _add(found, entry)
         return found
 
-    def candidates(self, relation: tuple[str, str], rows: list[dict]) -> Set[Shape]:
+    def candidates(self, relation: tuple[str, str], rows: list[dict]) -> Collection[Shape]:
         """The shapes a change with these rows (new, old) can concern; do not modify it."""
         index = self._tables.get(relation)
         if index is None:
@@ -89,17 +99,27 @@ class Router:
             # An insert or delete under `col = const` shapes: the index's own set, no copy.
             ((column, by_value),) = index.by_column.items()
             value = rows[0].get(column)
-            return by_value.get(value, _NONE) if isinstance(value, str) else _NONE
+            entry = by_value.get(value) if isinstance(value, str) else None
+            if entry is None:
+                return _NONE
+            return entry if type(entry) is set else (entry,)
         found = set(index.unindexed) if index.unindexed else set()
         if index.by_column:
             for row in rows:
                 for column, by_value in index.by_column.items():
                     value = row.get(column)
                     if isinstance(value, str):
-                        shapes = by_value.get(value)
-                        if shapes:
-                            found |= shapes
+                        entry = by_value.get(value)
+                        if entry is not None:
+                            _add(found, entry)
         return found
+
+
+def _add(found: set[Shape], entry: Shape | set[Shape]) -> None:
+    if type(entry) is set:
+        found |= entry
+    else:
+        found.add(entry)  # type: ignore[arg-type]
 
 
 _NONE: frozenset[Shape] = frozenset()
