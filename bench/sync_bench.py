@@ -1267,7 +1267,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     def throughput_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--shapes", type=_int_list, default=[100, 1_000, 10_000])
-        p.add_argument("--rows", type=int, default=100_000)
+        # 400,000 rows (~100 MB of items) pass the store's 32 MiB tail flushes and its
+        # first WAL checkpoint (64 MiB): costs that grow with the number of shape logs.
+        p.add_argument("--rows", type=int, default=400_000)
         p.add_argument("--batch", type=int, default=1_000, help="rows per transaction")
         p.add_argument("--verify", type=int, default=20, help="shapes checked afterwards")
         p.add_argument(
