@@ -190,7 +190,10 @@ class FileStore:
         segment_bytes: int = 64 * 1024 * 1024,
         open_files: int = 1024,
         tail_bytes: int = 64 * 1024,
-        buffer_bytes: int = 32 * 1024 * 1024,
+        # As large as a segment: the checkpoint at each segment's end writes out every tail
+        # anyway, so the tails are written out once per segment rather than twice (with
+        # 10,000 shape logs a write-out is 10,000 pwrites, ~0.15 s of CPU).
+        buffer_bytes: int = 64 * 1024 * 1024,
         direct_bytes: int = 1024 * 1024,
     ) -> None:
         self.directory = Path(directory)
