@@ -38,7 +38,13 @@ from fusebox.streams.errors import (
 )
 from fusebox.streams.model import StreamConfig
 from fusebox.streams.records import APPEND, APPEND_MANY, CREATE, DELETE, Record, decode_records
-from fusebox.streams.store import SYNCFS_MIN_FILES, FileStore, StorageFailed, sync_files
+from fusebox.streams.store import (
+    SYNCFS_MIN_FILES,
+    FileStore,
+    StorageFailed,
+    _FileHandles,
+    sync_files,
+)
 
 OCTET = "application/octet-stream"
 JSON = "application/json"
@@ -395,6 +401,37 @@ def test_a_checkpoint_of_many_data_files_syncs_their_filesystem_once(
         await engine.stop()
 
     run(scenario)
+
+
+def test_running_out_of_descriptors_shrinks_the_cache_instead_of_failing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handles = _FileHandles(tmp_path, os.O_RDWR | os.O_CREAT, capacity=100)
+    for stream_id in range(10):
+        handles.get(stream_id)
+    real_open = os.open
+    refusals = [OSError(errno.EMFILE, "Too many open files")]
+
+    def limited_open(path: str, flags: int, mode: int = 0o777) -> int:
+        if refusals:
+            raise refusals.pop()
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(os, "open", limited_open)
+    fd = handles.get(10)
+    assert os.fstat(fd).st_size == 0
+    assert list(handles._open) == [5, 6, 7, 8, 9, 10]  # the older half went back
+    for stream_id in range(11, 20):
+        handles.get(stream_id)
+    assert len(handles._open) == 6  # and the cache stays that small
+
+    refusals.append(OSError(errno.EACCES, "Permission denied"))  # not about descriptors
+    with pytest.raises(PermissionError):
+        handles.get(20)
+    handles.close_all()
+    refusals.append(OSError(errno.EMFILE, "Too many open files"))  # nothing left to give
+    with pytest.raises(OSError, match="Too many"):
+        handles.get(21)
 
 
 def test_external_append_lost_before_its_log_record_is_trimmed(tmp_path: Path) -> None:

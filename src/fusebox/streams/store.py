@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import os
 import re
 import sys
@@ -158,7 +159,20 @@ class _FileHandles:
         if fd is not None:
             self._open.move_to_end(stream_id)
             return fd
-        fd = os.open(f"{self._prefix}{stream_id}.data", self._flags, 0o600)
+        path = f"{self._prefix}{stream_id}.data"
+        try:
+            fd = os.open(path, self._flags, 0o600)
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE) or not self._open:
+                raise
+            # Out of descriptors: the process's limit (often 1,024) can be below what both
+            # caches and the sockets may hold together. Give back the older half of this
+            # cache, keep it that small from now on, and try once more: a storage error
+            # here would stop every write.
+            for _ in range((len(self._open) + 1) // 2):
+                os.close(self._open.popitem(last=False)[1])
+            self._capacity = len(self._open) + 1  # with the one being opened
+            fd = os.open(path, self._flags, 0o600)
         self._open[stream_id] = fd
         if len(self._open) > self._capacity:
             _, evicted = self._open.popitem(last=False)
