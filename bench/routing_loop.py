@@ -34,8 +34,8 @@ from fusebox.sync.changes import Change, Transaction
 from fusebox.sync.schema import Column, Table
 from fusebox.sync.shape import ShapeDefinition
 from fusebox.sync.shape_log import ShapeLog
-from fusebox.sync.shapes import Shape, Shapes
-from fusebox.sync.where import ColumnType, compile_where
+from fusebox.sync.shapes import Shape, Shapes, _column_types
+from fusebox.sync.where import compile_where
 
 RELATION = ("public", "events")
 COLUMNS = (
@@ -50,7 +50,7 @@ async def build(directory: str, count: int) -> tuple[StreamEngine, Shapes]:
     engine = StreamEngine(FileStore(directory))
     await engine.start()
     shapes = Shapes(engine, "postgresql:///unused")  # never connects: no shape is created
-    types = {c.name: ColumnType(c.type_name, 0, "b", schema=None) for c in COLUMNS}
+    types = _column_types(TABLE)
     names = tuple(c.name for c in COLUMNS)
     for tenant in range(count):
         definition = ShapeDefinition(*RELATION, where=f"tenant = {tenant}")

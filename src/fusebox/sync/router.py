@@ -96,7 +96,7 @@ class Router:
         if index is None:
             return _NONE
         if not index.unindexed and len(rows) == 1 and len(index.by_column) == 1:
-            # An insert or delete under `col = const` shapes: the index's own set, no copy.
+            # An insert or delete under `col = const` shapes: the index's own entry, no copy.
             ((column, by_value),) = index.by_column.items()
             value = rows[0].get(column)
             entry = by_value.get(value) if isinstance(value, str) else None

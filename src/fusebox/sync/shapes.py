@@ -577,17 +577,11 @@ class Shapes:
         # Positional calls: with 10,000 shapes this runs once per change, for one item.
         matches, columns, key_of, full = shape.matches, shape.columns, shape.key_of, shape.full
         primary_key = shape.table.primary_key
-        if len(indexes) == 1:
-            index = indexes[0]
-            items = shape_items(
+        items = []
+        for index in indexes:
+            items += shape_items(
                 changes[index], index * 2, matches, columns, primary_key, key_of, full
             )
-        else:
-            items = []
-            for index in indexes:
-                items += shape_items(
-                    changes[index], index * 2, matches, columns, primary_key, key_of, full
-                )
         if not items:
             return []
         encoder = encoders.get(relation) if encoders is not None else None
