@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import psycopg
 import pytest
 
@@ -16,6 +17,7 @@ from fusebox.streams.engine import StreamEngine
 from fusebox.streams.framing import SEPARATOR
 from fusebox.streams.store import FileStore
 from fusebox.sync.changes import Change, Transaction
+from fusebox.sync.replication.lsn import MAX_LSN, parse_lsn
 from fusebox.sync.shape import ShapeDefinition
 from fusebox.sync.shapes import Shape, Shapes
 from postgres import PostgresCluster
@@ -91,6 +93,92 @@ def test_a_resent_transaction_reaches_no_log_twice(database: str, tmp_path: Path
         await apply(shapes, second)
         await apply(shapes, second)
         assert (items(one), items(two)) == (2, 2)
+        await close(engine, shapes)
+
+    asyncio.run(scenario())
+
+
+def operations(shape: Shape) -> list[tuple[str, str]]:
+    """(operation, key) of each change item durable in the shape's log."""
+    stream = shape.log.stream
+    data = shape.log.engine.read_range(stream, stream.base, stream.durable.tail)
+    found = []
+    for line in data.split(SEPARATOR)[:-1]:
+        item = orjson.loads(line)
+        if "operation" in item["headers"]:
+            found.append((item["headers"]["operation"], item["key"]))
+    return found
+
+
+def test_an_exact_shape_routes_like_one_that_evaluates_its_clause(
+    database: str, tmp_path: Path
+) -> None:
+    """`tenant = 1` is exactly its index hint, so inserts and deletes the router finds it
+    for skip evaluation; `tenant = 1 AND id > 0` is evaluated for every change. Both must
+    log the same items, updates moving rows in and out included."""
+    changes = [
+        Change("insert", RELATION, {"id": "1", "tenant": "1"}),
+        Change("insert", RELATION, {"id": "2", "tenant": "2"}),
+        Change("update", RELATION, {"id": "2", "tenant": "1"}, {"id": "2", "tenant": "2"}),
+        Change("update", RELATION, {"id": "1", "tenant": "3"}, {"id": "1", "tenant": "1"}),
+        Change("delete", RELATION, None, {"id": "2", "tenant": "1"}),
+        Change("delete", RELATION, None, {"id": "1", "tenant": "3"}),
+    ]
+
+    async def scenario() -> None:
+        engine, shapes = await open_shapes(database, tmp_path)
+        exact, evaluated = [
+            await shapes.get_or_create(ShapeDefinition("public", "events", where=where))
+            for where in ("tenant = 1", "tenant = 1 AND id > 0")
+        ]
+        assert exact.exact and not evaluated.exact
+        for shape in (exact, evaluated):
+            assert shape.snapshot is not None
+            await shape.snapshot
+        for number, change in enumerate(changes):
+            await apply(shapes, Transaction(10**9 + number, 1_000 * (number + 1), [change]))
+        expected = [
+            ("insert", '"public"."events"/"1"'),
+            ("insert", '"public"."events"/"2"'),
+            ("delete", '"public"."events"/"1"'),
+            ("delete", '"public"."events"/"2"'),
+        ]
+        assert operations(exact) == operations(evaluated) == expected
+        await close(engine, shapes)
+
+    asyncio.run(scenario())
+
+
+def test_snapshots_see_nothing_past_their_horizon(database: str, tmp_path: Path) -> None:
+    """A snapshot's horizon is read after it is taken: whatever committed before the
+    snapshot has its commit record below it. Routing asks a shape's visibility only for
+    transactions below the highest horizon, and restored shapes keep theirs."""
+
+    async def scenario() -> None:
+        with psycopg.connect(database, autocommit=True) as conn:
+            conn.execute("INSERT INTO events VALUES (100, 9) ON CONFLICT DO NOTHING")
+            row = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
+            assert row is not None
+            committed_before = parse_lsn(row[0])
+        engine, shapes = await open_shapes(database, tmp_path)
+        shape = await shapes.get_or_create(ShapeDefinition("public", "events", where="tenant = 9"))
+        assert shape.snapshot is not None and shape.visibility is not None
+        await shape.snapshot
+        horizon = shape.visibility.horizon
+        assert committed_before <= horizon < MAX_LSN
+        assert items(shape) == 1  # row 100, in the snapshot
+        # Seen by the snapshot (older than its xmin) and below the horizon: skipped.
+        await apply(shapes, insert(3, horizon - 1, (101, 9)))
+        assert items(shape) == 1
+        await close(engine, shapes)
+
+        engine, shapes = await open_shapes(database, tmp_path)
+        restored = shapes.get(shape.handle)
+        assert restored is not None and restored.visibility == shape.visibility
+        await apply(shapes, insert(3, horizon - 1, (101, 9)))
+        assert items(restored) == 1
+        await apply(shapes, insert(10**9, horizon + 1, (102, 9)))
+        assert items(restored) == 2
         await close(engine, shapes)
 
     asyncio.run(scenario())

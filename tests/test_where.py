@@ -707,6 +707,23 @@ def test_index_hints(where: str, hint: tuple[str, set[str]] | None) -> None:
         assert (found.column, set(found.values)) == hint
 
 
+@pytest.mark.parametrize(
+    ("where", "exact"),
+    [
+        ("i4 = 1", True),
+        ("i4 IN (1, 2) OR i4 = 3", True),
+        ("NOT b", True),
+        ("t = 'a' AND i4 > 3", False),  # the hint names candidates; i4 > 3 still decides
+        ("i4 = 1 AND i4 = 1", False),
+        ("n = 1", False),
+        ("i4 > 1", False),
+    ],
+)
+def test_a_clause_is_exact_only_when_its_hint_decides_every_row(where: str, exact: bool) -> None:
+    # Routing skips evaluating exact clauses for rows their index found (sync/shapes.py).
+    assert check(where).exact is exact
+
+
 def test_referenced_columns() -> None:
     assert check("i4 = 1 AND (t LIKE 'a%' OR ai @> '{1}')").referenced_columns == {"i4", "t", "ai"}
     assert check("1 = 1").referenced_columns == frozenset()
@@ -1878,6 +1895,6 @@ def test_exact_hint_lookup_agrees_with_the_evaluator(where: str, row: dict) -> N
     """A clause that is exactly its index hint is evaluated as a set lookup; it must agree
     with walking the tree on every row replication can deliver."""
     clause = check(where, {"1": "3"})
-    assert clause.index_hint is not None
+    assert clause.index_hint is not None and clause.exact
     walked = compile_node(clause.tree)(row) is True
     assert clause.matches(row) is walked

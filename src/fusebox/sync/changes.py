@@ -127,17 +127,22 @@ def shape_items(
     primary_key: tuple[str, ...],
     key_of: Callable[[Row], str],
     full: bool,
+    routed: bool = False,
 ) -> list[ShapeItem]:
-    """The log items `change` produces for a shape (empty when it does not concern it)."""
+    """The log items `change` produces for a shape (empty when it does not concern it).
+
+    `routed`: an exact index found the shape for this change's row, so an insert or a
+    delete matches without evaluating the clause (an update's two rows still are).
+    """
     if change.operation == "insert":
         assert change.new is not None
-        if not matches(change.new):
+        if not routed and not matches(change.new):
             return []
         return [ShapeItem("insert", key_of(change.new), _pick(change.new, selected), op_position)]
     if change.operation == "delete":
         old = change.old
         assert old is not None
-        if not matches(old):
+        if not routed and not matches(old):
             return []
         value = _pick(old, selected if full else primary_key)
         return [ShapeItem("delete", key_of(old), value, op_position)]

@@ -94,6 +94,9 @@ class Shape:
     key_of: Callable[[dict], str] = field(init=False, repr=False)
     full: bool = field(init=False, repr=False)
     subqueries: tuple[Subquery, ...] = field(init=False, repr=False)
+    # The where clause is exactly its index hint (`tenant = 7`): an insert or delete the
+    # router found this shape for matches it, and need not load the clause to say so.
+    exact: bool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.relation, self.key_of, every_column = _table_parts(self.table)
@@ -101,6 +104,7 @@ class Shape:
             self.columns = every_column
         self.subqueries = self.where.subqueries if self.where is not None else ()
         self.full = self.definition.replica == "full"
+        self.exact = self.where is not None and self.where.exact
 
     def matches(self, row: dict) -> bool:
         if self.where is None:
@@ -154,6 +158,9 @@ class Shapes:
         # No shape log holds a change of a later commit than this: a transaction past it
         # cannot be a resend, and skips the per-shape check (a cache miss per shape).
         self._newest_lsn = 0
+        # No shape's snapshot can see a transaction committed at or past this (see
+        # `Visibility.horizon`): past it, routing skips the per-shape visibility check.
+        self._visibility_horizon = 0
 
     # -- start-up -----------------------------------------------------------------------
 
@@ -196,9 +203,8 @@ class Shapes:
                     await self.delete(shape)
                     continue
                 self._newest_lsn = max(self._newest_lsn, shape.log.last_offset[0])
-                shape.visibility = (
-                    Visibility(*entry["visibility"]) if entry.get("visibility") else None
-                )
+                if entry.get("visibility"):
+                    self._set_visibility(shape, Visibility.from_json(entry["visibility"]))
                 self._register(shape)
 
     # -- lookup and creation ------------------------------------------------------------
@@ -322,6 +328,10 @@ class Shapes:
         self._tables[(schema, name)] = table
         return table
 
+    def _set_visibility(self, shape: Shape, visibility: Visibility) -> None:
+        shape.visibility = visibility
+        self._visibility_horizon = max(self._visibility_horizon, visibility.horizon)
+
     def _register(self, shape: Shape) -> None:
         self._by_handle[shape.handle] = shape
         self._by_definition[shape.definition] = shape
@@ -338,13 +348,13 @@ class Shapes:
         try:
             async with self.connections.connection() as conn:
                 visibility = await begin_snapshot(conn)
-                shape.visibility = visibility
+                self._set_visibility(shape, visibility)
                 await self._record(
                     {
                         "op": "create",
                         "handle": shape.handle,
                         "definition": shape.definition.to_json(),
-                        "visibility": [visibility.xmin, visibility.xmax, sorted(visibility.xip)],
+                        "visibility": visibility.to_json(),
                     }
                 )
                 started.set_result(None)
@@ -427,6 +437,7 @@ class Shapes:
         commits: list[asyncio.Future[None]] = []
         fresh = transaction.lsn > self._newest_lsn  # (set first: an error below cannot undo it)
         self._newest_lsn = max(self._newest_lsn, transaction.lsn)
+        may_be_seen = transaction.lsn < self._visibility_horizon
         for relation in transaction.truncated:
             for shape in self.router.shapes_of(relation):
                 reason = f"truncate of {relation[0]}.{relation[1]}"
@@ -448,7 +459,8 @@ class Shapes:
         for shape, indexes in per_shape.items():
             if shape.deleted:
                 continue
-            if shape.visibility is not None and shape.visibility.sees(transaction.xid):
+            visibility = shape.visibility
+            if may_be_seen and visibility is not None and visibility.sees(transaction.xid):
                 continue
             if shape.copying:
                 shape.held.append(transaction)
@@ -569,9 +581,14 @@ class Shapes:
         indexes: list[int] | None = None,
         encoders: dict[tuple[str, str], ChangeEncoder] | None = None,
     ) -> Items:
-        """The shape's log items for the transaction, with their offsets."""
+        """The shape's log items for the transaction, with their offsets.
+
+        `indexes` are the changes the router found the shape for; None: every change to
+        its table, each still to be matched.
+        """
         relation = shape.relation
         changes = transaction.changes
+        routed = indexes is not None and shape.exact
         if indexes is None:
             indexes = [i for i, c in enumerate(changes) if c.relation == relation]
         # Positional calls: with 10,000 shapes this runs once per change, for one item.
@@ -580,7 +597,7 @@ class Shapes:
         items = []
         for index in indexes:
             items += shape_items(
-                changes[index], index * 2, matches, columns, primary_key, key_of, full
+                changes[index], index * 2, matches, columns, primary_key, key_of, full, routed
             )
         if not items:
             return []

@@ -5,7 +5,9 @@ The rows are rendered as framed log items by Postgres itself (see
 binary COPY format, so Python handles a few large blocks, not a million rows. The snapshot's
 visibility (`pg_current_snapshot()`: xmin, xmax, in-progress xids) decides which
 replicated transactions the snapshot already contains; those are skipped, the rest follow
-it in the log, so no change is lost or doubled between snapshot and log.
+it in the log, so no change is lost or doubled between snapshot and log. The WAL position
+read just after the snapshot bounds the question: a transaction that commits past it
+cannot be in the snapshot, so routing stops asking once replication is past it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import psycopg
 from psycopg import sql
 
 from fusebox.sync.log_items import quote_ident, snapshot_items_sql
+from fusebox.sync.replication.lsn import MAX_LSN, parse_lsn
 from fusebox.sync.schema import Table
 
 _BINARY_HEADER = 19  # signature (11) + flags (4) + header extension length (4)
@@ -31,11 +34,25 @@ class Visibility:
     xmin: int
     xmax: int
     xip: frozenset[int]
+    # The WAL insert position read just after the snapshot was taken. A transaction the
+    # snapshot sees had its commit record written before then, so one whose commit LSN is
+    # at or past this is never seen. Unknown (shapes recorded before it was kept): never.
+    horizon: int = MAX_LSN
 
     @classmethod
-    def parse(cls, text: str) -> Visibility:
+    def parse(cls, text: str, horizon: int = MAX_LSN) -> Visibility:
         xmin, xmax, xip = text.split(":")
-        return cls(int(xmin), int(xmax), frozenset(int(x) for x in xip.split(",") if x))
+        xids = frozenset(int(x) for x in xip.split(",") if x)
+        return cls(int(xmin), int(xmax), xids, horizon)
+
+    def to_json(self) -> list:
+        return [self.xmin, self.xmax, sorted(self.xip), self.horizon]
+
+    @classmethod
+    def from_json(cls, data: list) -> Visibility:
+        """As `to_json` wrote it; without the horizon, as shapes recorded earlier were."""
+        xmin, xmax, xip, *horizon = data
+        return cls(xmin, xmax, frozenset(xip), *horizon)
 
     def sees(self, xid: int) -> bool:
         """True when the transaction `xid` committed before the snapshot was taken."""
@@ -166,10 +183,13 @@ BLOCK_BYTES = 2 * 1024 * 1024
 async def begin_snapshot(conn: psycopg.AsyncConnection) -> Visibility:
     """Open the repeatable-read transaction the snapshot reads in; returns its visibility."""
     await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-    cursor = await conn.execute("SELECT pg_current_snapshot()::text")
+    # One statement: the snapshot is taken as it starts, the position read as it runs.
+    cursor = await conn.execute(
+        "SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text"
+    )
     row = await cursor.fetchone()
     assert row is not None
-    return Visibility.parse(row[0])
+    return Visibility.parse(row[0], parse_lsn(row[1]))
 
 
 async def export_snapshot(conn: psycopg.AsyncConnection) -> str:

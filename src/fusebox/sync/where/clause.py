@@ -114,6 +114,8 @@ class WhereClause:
     _evaluate: Evaluator = field(repr=False)
     # Every subquery, nested ones too, outermost first.
     subqueries: tuple[Subquery, ...] = ()
+    # The clause is exactly its index hint: every row the hint admits matches.
+    exact: bool = False
 
     def matches(self, row: Row) -> bool:
         """True when the clause is TRUE for the row (NULL and FALSE do not match).
@@ -166,14 +168,16 @@ def compile_where(
         raise WhereError(f"the where clause nests deeper than {MAX_DEPTH} levels") from None
     # Params the clause does not use are accepted, as Electric accepts them.
     referenced = frozenset(n.name for n in walk(tree) if isinstance(n, Column))
+    lookup = _exact_lookup(tree)
     return WhereClause(
         where=where,
         sql=render(tree),
         referenced_columns=referenced,
         index_hint=_index_hint(tree),
         tree=tree,
-        _evaluate=_exact_lookup(tree) or compile_node(tree),
+        _evaluate=lookup or compile_node(tree),
         subqueries=tuple(subqueries),
+        exact=lookup is not None,
     )
 
 
