@@ -569,18 +569,21 @@ class StreamEngine:
             return True
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[bool] = loop.create_future()
+        if stream.waiters is None:
+            stream.waiters = set()
         stream.waiters.add(waiter)
         timer = loop.call_later(timeout, _expire_waiter, waiter)
         try:
             return await waiter
         finally:
             timer.cancel()
-            stream.waiters.discard(waiter)
+            if stream.waiters is not None:
+                stream.waiters.discard(waiter)
 
     def _wake(self, stream: Stream) -> None:
         waiters = stream.waiters
         if waiters:
-            stream.waiters = set()
+            stream.waiters = None
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(True)

@@ -115,8 +115,10 @@ class Stream:
         self.ready: asyncio.Future[None] | None = None
         # The commit that carries this stream's newest accepted record.
         self.last_commit: asyncio.Future[None] | None = None
-        # Live readers waiting for bytes past the durable tail.
-        self.waiters: set[asyncio.Future[bool]] = set()
+        # Live readers waiting for bytes past the durable tail; None until the first. (An
+        # empty set per stream would be one more object to load for each durable append,
+        # and shape logs append to thousands of streams at once.)
+        self.waiters: set[asyncio.Future[bool]] | None = None
         # The bytes of the newest durable batch, shared by the readers it wakes.
         self.recent: tuple[int, bytes] | None = None
 
