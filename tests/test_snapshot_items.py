@@ -356,12 +356,12 @@ def test_snapshot_chunk_cuts_match_rebuild(tmp_path: Path, seed: int) -> None:
         marker = control_item("snapshot-end", xmin="5", xmax="9", xip_list=["6", "7"])
         cuts = [*_reference_cuts(items, chunk_bytes), len(framed) + len(marker) + 2]
         assert shape_log._chunk_ends == [stream.base + cut for cut in cuts]
-        assert shape_log._offsets == [(0, n) for n in range(len(shape_log._chunk_ends))]
-        assert shape_log.snapshot_visible and shape_log.last_offset == shape_log._offsets[-1]
+        offsets = [offset for offset, _, _ in shape_log._boundaries]
+        assert offsets == [(0, n) for n in range(len(shape_log._chunk_ends))]
+        assert shape_log.snapshot_visible and shape_log.last_offset == offsets[-1]
         rebuilt = ShapeLog(engine, stream, chunk_bytes)
         rebuilt.rebuild()
-        assert rebuilt._offsets == shape_log._offsets
-        assert rebuilt._positions == shape_log._positions
+        assert rebuilt._boundaries == shape_log._boundaries
         assert rebuilt._chunk_ends == shape_log._chunk_ends
         assert rebuilt.snapshot_done and rebuilt.visible_end == shape_log.visible_end
         await engine.stop()

@@ -453,10 +453,12 @@ class StreamEngine:
         elif record.kind == APPEND_MANY:
             by_id, listeners, data = self._by_id, self.listeners, record.data
             offset = 0
-            for stream_id, _, length in record.meta["parts"]:
+            for stream_id, position, length in record.meta["parts"]:
                 stream = by_id.get(stream_id)
                 if stream is not None:
-                    start = stream.durable.tail
+                    # The durable tail, as records apply in order: from the record, not
+                    # the old tail's int (one object fewer per stream, thousands per call).
+                    start = stream.base + position
                     stream.durable.tail = start + length
                     if stream.waiters or listeners:
                         self._publish(stream, start, data[offset : offset + length])

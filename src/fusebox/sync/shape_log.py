@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+from operator import itemgetter
 
 import orjson
 
@@ -29,6 +30,8 @@ BEFORE_ALL = (-1, 0)
 Offset = tuple[int, int]
 # (offset, end position, whether a chunk ends there)
 Boundary = tuple[Offset, int, bool]
+_OFFSET = itemgetter(0)
+_POSITION = itemgetter(1)
 
 
 def format_offset(offset: Offset) -> str:
@@ -51,11 +54,10 @@ class ShapeLog:
     # Slots: with 10,000 shapes, every transaction touches thousands of logs, and attribute
     # lookups that miss the CPU cache are a large part of an append.
     __slots__ = (
+        "_boundaries",
         "_chunk_ends",
         "_chunk_start",
-        "_offsets",
         "_pending",
-        "_positions",
         "_snapshot_chunk",
         "_waiters",
         "chunk_bytes",
@@ -71,9 +73,9 @@ class ShapeLog:
         self.engine = engine
         self.stream = stream
         self.chunk_bytes = chunk_bytes
-        # Published boundaries: offsets ascending, with their end positions.
-        self._offsets: list[Offset] = []
-        self._positions: list[int] = []
+        # Published boundaries, ascending in offset and in position alike: the tuples
+        # framing made, kept as they are (one list to extend per transaction, not two).
+        self._boundaries: list[Boundary] = []
         self._chunk_ends: list[int] = []
         # Appended but not yet durable: (commit, boundaries, ends the snapshot). A list, not
         # a deque: it rarely holds more than one entry, and a deque's 64-slot block per log
@@ -183,13 +185,13 @@ class ShapeLog:
                 continue
             if ends_snapshot:
                 self.snapshot_visible = True
-            for offset, position, cut in boundaries:
-                self._offsets.append(offset)
-                self._positions.append(position)
+            if not boundaries:
+                continue
+            self._boundaries += boundaries
+            for _, position, cut in boundaries:
                 if cut:
                     self._chunk_ends.append(position)
-                self.visible_end = position
-                self.last_offset = offset
+            self.last_offset, self.visible_end, _ = boundaries[-1]
         self._wake()
 
     # -- recovery -----------------------------------------------------------------------
@@ -222,8 +224,7 @@ class ShapeLog:
                     if offset[0] == 0:
                         self._snapshot_chunk += 1
                 if cut or headers.get("last"):
-                    self._offsets.append(offset)
-                    self._positions.append(position)
+                    self._boundaries.append((offset, position, cut))
                     if cut:
                         self._chunk_ends.append(position)
                     self.visible_end = position
@@ -237,8 +238,8 @@ class ShapeLog:
         """The byte position just after the item at `offset` (the start for -1)."""
         if offset == BEFORE_ALL:
             return self.stream.base
-        index = bisect.bisect_right(self._offsets, offset)
-        return self._positions[index - 1] if index else self.stream.base
+        index = bisect.bisect_right(self._boundaries, offset, key=_OFFSET)
+        return self._boundaries[index - 1][1] if index else self.stream.base
 
     def chunk(self, start: int) -> tuple[bytes, int, Offset]:
         """Framed items from `start` to the end of its chunk or the visible end.
@@ -253,8 +254,8 @@ class ShapeLog:
         return self.engine.read_range(self.stream, start, end), end, self._offset_at(end)
 
     def _offset_at(self, position: int) -> Offset:
-        index = bisect.bisect_right(self._positions, position)
-        return self._offsets[index - 1] if index else BEFORE_ALL
+        index = bisect.bisect_right(self._boundaries, position, key=_POSITION)
+        return self._boundaries[index - 1][0] if index else BEFORE_ALL
 
     async def wait(self, position: int, timeout: float) -> bool:
         """Wait until the log is visible past `position`; False on timeout."""
