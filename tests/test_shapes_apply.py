@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import orjson
 import psycopg
@@ -15,10 +16,12 @@ import pytest
 from conftest import fresh_database
 from fusebox.streams.engine import StreamEngine
 from fusebox.streams.framing import SEPARATOR
+from fusebox.streams.model import StreamConfig
 from fusebox.streams.store import FileStore
 from fusebox.sync.changes import Change, Transaction
 from fusebox.sync.replication.lsn import MAX_LSN, parse_lsn
 from fusebox.sync.shape import ShapeDefinition
+from fusebox.sync.shape_log import ShapeLog
 from fusebox.sync.shapes import Shape, Shapes
 from postgres import PostgresCluster
 
@@ -180,5 +183,41 @@ def test_snapshots_see_nothing_past_their_horizon(database: str, tmp_path: Path)
         await apply(shapes, insert(10**9, horizon + 1, (102, 9)))
         assert items(restored) == 2
         await close(engine, shapes)
+
+    asyncio.run(scenario())
+
+
+def test_appends_in_one_batch_become_visible_in_order(tmp_path: Path) -> None:
+    """A log's own appends and the appends it shares with other logs publish from their
+    commits' callbacks; queued in one store batch, they must still publish in order."""
+
+    async def scenario() -> None:
+        engine = StreamEngine(FileStore(tmp_path))
+        await engine.start()
+        shapes = Shapes(engine, "postgresql:///unused")  # never connects
+        logs = []
+        for name in ("one", "two"):
+            config = StreamConfig("application/json")
+            stream, _ = await engine.create(f"/logs/{name}", config, b"", False)
+            log = ShapeLog(engine, stream, 1 << 20)
+            log.snapshot_done = log.snapshot_visible = True
+            logs.append(log)
+        one, two = logs
+
+        def item(lsn: int) -> list[tuple[tuple[int, int], bytes]]:
+            return [((lsn, 0), orjson.dumps({"headers": {"lsn": str(lsn), "last": True}}))]
+
+        # All three before the batch is written: one commit, callbacks in this order.
+        commits = [one.append_changes(item(1))]
+        shared = [(SimpleNamespace(log=log), item(2)) for log in (one, two)]
+        commits.append(shapes._append_staged(shared))  # type: ignore[arg-type]
+        commits.append(one.append_changes(item(3)))
+        assert len({id(commit) for commit in commits}) == 1
+        await asyncio.gather(*commits)
+        await asyncio.sleep(0)  # the done callbacks
+        assert [offset for offset, _, _ in one._boundaries] == [(1, 0), (2, 0), (3, 0)]
+        assert one.last_offset == (3, 0) and one.visible_end == one.stream.durable.tail
+        assert two.last_offset == (2, 0)
+        await engine.stop()
 
     asyncio.run(scenario())

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import functools
 from operator import itemgetter
 
 import orjson
@@ -57,7 +58,6 @@ class ShapeLog:
         "_boundaries",
         "_chunk_ends",
         "_chunk_start",
-        "_pending",
         "_snapshot_chunk",
         "_waiters",
         "chunk_bytes",
@@ -77,10 +77,6 @@ class ShapeLog:
         # framing made, kept as they are (one list to extend per transaction, not two).
         self._boundaries: list[Boundary] = []
         self._chunk_ends: list[int] = []
-        # Appended but not yet durable: (commit, boundaries, ends the snapshot). A list, not
-        # a deque: it rarely holds more than one entry, and a deque's 64-slot block per log
-        # is memory that 10,000 logs touch on every transaction.
-        self._pending: list[tuple[asyncio.Future[None], list[Boundary], bool]] = []
         self._chunk_start = stream.base
         self._snapshot_chunk = 0
         self._waiters: set[asyncio.Future[None]] | None = None  # made by the first `wait`
@@ -138,7 +134,7 @@ class ShapeLog:
         """One transaction's items framed, and their boundaries, for one append.
 
         The caller appends the bytes (see `Shapes`, which appends a transaction's items to
-        all its shapes at once) and then hands the commit to `expect`.
+        all its shapes at once) and calls `publish` once they are durable.
         """
         position = self.stream.pending.tail
         boundaries: list[Boundary] = []
@@ -165,28 +161,32 @@ class ShapeLog:
         elif ends_transaction:
             boundaries.append((offset, position, False))
 
-    def expect(self, commit: asyncio.Future[None], boundaries: list[Boundary]) -> None:
-        """Publish `boundaries` once `commit` is done; the caller then calls `published`."""
-        self._pending.append((commit, boundaries, False))
-
     def _submit(
         self, framed: bytes, boundaries: list[Boundary], ends_snapshot: bool
     ) -> asyncio.Future[None]:
         _, commit = self.engine.append_framed(self.stream, framed)
-        self._pending.append((commit, boundaries, ends_snapshot))
-        commit.add_done_callback(self.published)
+        commit.add_done_callback(functools.partial(self._durable, boundaries, ends_snapshot))
         return commit
 
-    def published(self, _: asyncio.Future[None] | None = None) -> None:
-        """Make visible what is durable now, in order (a commit's done callback)."""
-        while self._pending and self._pending[0][0].done():
-            commit, boundaries, ends_snapshot = self._pending.pop(0)
-            if commit.cancelled() or commit.exception() is not None:
-                continue
-            if ends_snapshot:
-                self.snapshot_visible = True
-            if not boundaries:
-                continue
+    def _durable(
+        self, boundaries: list[Boundary], ends_snapshot: bool, commit: asyncio.Future[None]
+    ) -> None:
+        if commit.cancelled() or commit.exception() is not None:
+            return  # storage failed: nothing after this becomes durable either
+        if ends_snapshot:
+            self.snapshot_visible = True
+        self.publish(boundaries)
+
+    def publish(self, boundaries: list[Boundary]) -> None:
+        """Make visible the boundaries of an append that is now durable: called from its
+        commit's done callback, registered when the append was submitted.
+
+        That keeps them in order with no queue per log: the store completes commits in
+        the order they were submitted, and asyncio runs a commit's callbacks in the order
+        they were added. (A queue drained by whichever callback came first would publish
+        a later append of the same batch before an earlier one published elsewhere.)
+        """
+        if boundaries:
             self._boundaries += boundaries
             for _, position, cut in boundaries:
                 if cut:

@@ -488,12 +488,12 @@ class Shapes:
             appends.append((shape.log.stream, framed))
             logs.append((shape.log, boundaries))
         commit = self.engine.append_framed_many(appends)
-        for shape_log, boundaries in logs:
-            shape_log.expect(commit, boundaries)
 
         def published(_: asyncio.Future[None]) -> None:
-            for shape_log, _boundaries in logs:
-                shape_log.published()
+            if commit.cancelled() or commit.exception() is not None:
+                return  # storage failed: nothing of it may become visible
+            for shape_log, boundaries in logs:
+                shape_log.publish(boundaries)
 
         commit.add_done_callback(published)
         return commit
