@@ -434,6 +434,42 @@ def test_running_out_of_descriptors_shrinks_the_cache_instead_of_failing(
         handles.get(21)
 
 
+def test_a_write_out_reuses_the_descriptors_it_holds_before_opening_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ten streams' tails, a writer cache of four descriptors: a write-out opens only the
+    six files whose descriptors are not held (in tail order, each open would evict the
+    descriptor needed next, and all ten would be opened every time). What it writes is
+    what was appended."""
+    opened: list[str] = []
+    real_open = os.open
+
+    def counting_open(path: str, flags: int, mode: int = 0o777) -> int:
+        opened.append(path)
+        return real_open(path, flags, mode)
+
+    async def scenario() -> None:
+        store = FileStore(tmp_path, open_files=4)
+        engine = StreamEngine(store)
+        await engine.start()
+        paths = [f"/s{n}" for n in range(10)]
+        for path in paths:
+            await create(engine, path)
+        monkeypatch.setattr(os, "open", counting_open)
+        for round_ in range(3):
+            for path in paths:
+                await append(engine, path, f"{path}:{round_};".encode())
+            opened.clear()
+            store._write_tails()
+            assert len(opened) == 6, round_  # four held since creation or the last write-out
+        monkeypatch.undo()
+        for path in paths:
+            assert read_all(engine, path) == "".join(f"{path}:{r};" for r in range(3)).encode()
+        await engine.stop()
+
+    run(scenario)
+
+
 def test_external_append_lost_before_its_log_record_is_trimmed(tmp_path: Path) -> None:
     """A large append reaches its data file (synced) before the WAL records its length. If
     the WAL write never happens, the append was not acknowledged, and recovery trims the

@@ -75,10 +75,12 @@ def serve(
 
     from fusebox.cloud.serve import ServeSettings
     from fusebox.cloud.serve import serve as run
+    from fusebox.limits import raise_open_files_limit
 
     settings = ServeSettings(
         data_dir=data_dir, host=host, port=port, public_url=public_url, owner_email=owner_email
     )
+    raise_open_files_limit()
     uvloop.install()
     asyncio.run(run(settings))
 

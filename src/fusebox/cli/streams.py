@@ -31,6 +31,7 @@ def serve(
     """Serve Durable Streams at http://HOST:PORT/v1/stream/<path>, with no auth."""
     import uvloop
 
+    from fusebox.limits import raise_open_files_limit
     from fusebox.streams.service import StreamsSettings
     from fusebox.streams.service import serve as run
 
@@ -43,5 +44,6 @@ def serve(
         max_body_bytes=max_body_mb * 1024 * 1024,
         subscriptions=subscriptions,
     )
+    raise_open_files_limit()
     uvloop.install()
     asyncio.run(run(settings))

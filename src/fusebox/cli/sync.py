@@ -56,6 +56,7 @@ def serve(
         )
     import uvloop
 
+    from fusebox.limits import raise_open_files_limit
     from fusebox.sync.service import SyncSettings
     from fusebox.sync.service import serve as run
 
@@ -72,5 +73,6 @@ def serve(
         stream_id=replication_stream_id,
     )
     os.makedirs(data_dir, exist_ok=True)
+    raise_open_files_limit()
     uvloop.install()
     asyncio.run(run(settings))

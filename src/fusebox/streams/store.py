@@ -59,6 +59,7 @@ from typing import Protocol
 
 import orjson
 
+from fusebox.limits import open_files_limit
 from fusebox.streams.records import APPEND, APPEND_MANY, CREATE, DELETE, Record, decode_records
 
 _SEGMENT = re.compile(r"\A(\d{12})\.(wal|snapshot)\Z")
@@ -154,6 +155,9 @@ class _FileHandles:
         self._capacity = capacity
         self._open: OrderedDict[int, int] = OrderedDict()
 
+    def holds(self, stream_id: int) -> bool:
+        return stream_id in self._open
+
     def get(self, stream_id: int) -> int:
         fd = self._open.get(stream_id)
         if fd is not None:
@@ -202,7 +206,9 @@ class FileStore:
         self,
         directory: str | os.PathLike[str],
         segment_bytes: int = 64 * 1024 * 1024,
-        open_files: int = 1024,
+        # Descriptors the writer keeps open (None: half the process's open-files limit;
+        # readers keep an eighth). See `_write_tails` and `fusebox.limits`.
+        open_files: int | None = None,
         tail_bytes: int = 64 * 1024,
         # None: a segment's worth. The checkpoint at each segment's end writes out every
         # tail anyway, so a smaller budget only adds write-outs (with 10,000 shape logs a
@@ -234,8 +240,11 @@ class FileStore:
         self._direct_bytes = direct_bytes
         self._tails: dict[int, _Tail] = {}
         self._buffered = 0
-        self._write_handles = _FileHandles(self._data_dir, os.O_RDWR | os.O_CREAT, open_files)
-        self._read_handles = _FileHandles(self._data_dir, os.O_RDONLY, open_files)
+        limit = open_files_limit()
+        writing = open_files if open_files is not None else max(64, limit // 2)
+        reading = open_files if open_files is not None else max(64, limit // 8)
+        self._write_handles = _FileHandles(self._data_dir, os.O_RDWR | os.O_CREAT, writing)
+        self._read_handles = _FileHandles(self._data_dir, os.O_RDONLY, reading)
 
     # -- start-up ---------------------------------------------------------------------
 
@@ -424,7 +433,11 @@ class FileStore:
         self._buffered -= len(data)
 
     def _write_tails(self) -> None:
-        for stream_id in list(self._tails):
+        # Streams whose descriptor is open first. In tail order, a cache smaller than the
+        # set of tails would evict each descriptor just before its next use and open every
+        # file on every write-out; this way the cache's worth of them is reused each time.
+        held = self._write_handles.holds
+        for stream_id in sorted(self._tails, key=lambda stream_id: not held(stream_id)):
             self._write_tail(stream_id)
 
     def _pwrite(self, stream_id: int, data: bytes | bytearray | memoryview, position: int) -> None:
