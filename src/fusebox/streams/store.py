@@ -97,15 +97,9 @@ def sync_files(directory: Path, names: list[str]) -> None:
             os.close(fd)
         return
     for name in names:
-        try:
-            fd = os.open(directory / name, os.O_RDONLY)
-        except FileNotFoundError:
-            continue
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    _fsync_directory(directory)
+        with contextlib.suppress(FileNotFoundError):
+            _fsync(directory / name)
+    _fsync(directory)
 
 
 class StorageFailed(RuntimeError):
@@ -193,8 +187,9 @@ class _FileHandles:
             os.close(self._open.popitem()[1])
 
 
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+def _fsync(path: Path) -> None:
+    """fsync a file or a directory (its entries) by path."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -473,7 +468,7 @@ class FileStore:
             path = self._wal_dir / f"{self._segment:012d}.wal"
             self._wal_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             self._wal_size = 0
-            _fsync_directory(self._wal_dir)
+            _fsync(self._wal_dir)
 
         await asyncio.get_running_loop().run_in_executor(self._writer, roll)
 
@@ -493,7 +488,7 @@ class FileStore:
                 file.flush()
                 os.fsync(file.fileno())
             os.replace(temporary, final)
-            _fsync_directory(self._wal_dir)
+            _fsync(self._wal_dir)
             snapshots, segments = self._listing()
             for number in segments:
                 if number < segment:

@@ -134,7 +134,7 @@ class ShapeLog:
         """One transaction's items framed, and their boundaries, for one append.
 
         The caller appends the bytes (see `Shapes`, which appends a transaction's items to
-        all its shapes at once) and calls `publish` once they are durable.
+        all its shapes at once) and hands the commit to `settle`.
         """
         position = self.stream.pending.tail
         boundaries: list[Boundary] = []
@@ -165,27 +165,24 @@ class ShapeLog:
         self, framed: bytes, boundaries: list[Boundary], ends_snapshot: bool
     ) -> asyncio.Future[None]:
         _, commit = self.engine.append_framed(self.stream, framed)
-        commit.add_done_callback(functools.partial(self._durable, boundaries, ends_snapshot))
+        commit.add_done_callback(functools.partial(self.settle, boundaries, ends_snapshot))
         return commit
 
-    def _durable(
+    def settle(
         self, boundaries: list[Boundary], ends_snapshot: bool, commit: asyncio.Future[None]
     ) -> None:
-        if commit.cancelled() or commit.exception() is not None:
-            return  # storage failed: nothing after this becomes durable either
-        if ends_snapshot:
-            self.snapshot_visible = True
-        self.publish(boundaries)
-
-    def publish(self, boundaries: list[Boundary]) -> None:
-        """Make visible the boundaries of an append that is now durable: called from its
-        commit's done callback, registered when the append was submitted.
+        """Make an append's boundaries visible once its commit is done, unless it failed:
+        called from the commit's done callback, registered when the append was submitted.
 
         That keeps them in order with no queue per log: the store completes commits in
         the order they were submitted, and asyncio runs a commit's callbacks in the order
         they were added. (A queue drained by whichever callback came first would publish
         a later append of the same batch before an earlier one published elsewhere.)
         """
+        if commit.cancelled() or commit.exception() is not None:
+            return  # storage failed: nothing after this becomes durable either
+        if ends_snapshot:
+            self.snapshot_visible = True
         if boundaries:
             self._boundaries += boundaries
             for _, position, cut in boundaries:

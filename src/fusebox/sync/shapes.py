@@ -489,13 +489,11 @@ class Shapes:
             logs.append((shape.log, boundaries))
         commit = self.engine.append_framed_many(appends)
 
-        def published(_: asyncio.Future[None]) -> None:
-            if commit.cancelled() or commit.exception() is not None:
-                return  # storage failed: nothing of it may become visible
+        def settle(_: asyncio.Future[None]) -> None:
             for shape_log, boundaries in logs:
-                shape_log.publish(boundaries)
+                shape_log.settle(boundaries, False, commit)
 
-        commit.add_done_callback(published)
+        commit.add_done_callback(settle)
         return commit
 
     def _deliver(
