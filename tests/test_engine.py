@@ -284,7 +284,7 @@ def test_reads_join_data_files_and_in_memory_tails(tmp_path: Path) -> None:
         assert seen_tail_and_file  # the interesting case (a read across both) happened
         external = [r for r in wal_records(tmp_path) if r.external]
         assert external and all(r.data == b"" and r.size >= 600 for r in external)
-        assert store._buffered == sum(len(t.buffer) for t in store._tails.values())
+        assert store._buffered == sum(t.end - t.start for t in store._tails.values())
         await crash(engine)
         engine = await start()
         check(engine)
@@ -338,6 +338,32 @@ def test_appends_to_many_streams_as_one_record_survive_crashes(tmp_path: Path) -
         await engine.stop()
         engine = await start()
         check(engine)
+        await engine.stop()
+
+    run(scenario)
+
+
+def test_a_stream_deleted_while_its_share_of_a_many_stream_append_is_in_flight(
+    tmp_path: Path,
+) -> None:
+    """The record becomes durable for the streams still there; the deleted one is not
+    brought back to life by it, now or on replay."""
+
+    async def scenario() -> None:
+        engine = await open_engine(tmp_path)
+        for path in ("/d/kept", "/d/dropped"):
+            await create(engine, path, JSON)
+        kept, dropped = engine.lookup("/d/kept"), engine.lookup("/d/dropped")
+        commit = engine.append_framed_many([(kept, b"1,\n"), (dropped, b"2,\n")])
+        await engine.delete("/d/dropped")
+        await commit
+        assert (kept.durable.tail, dropped.durable.tail) == (3, 0)
+        assert read_all(engine, "/d/kept") == b"1,\n"
+        await crash(engine)
+        engine = await open_engine(tmp_path)
+        assert read_all(engine, "/d/kept") == b"1,\n"
+        with pytest.raises(StreamNotFound):
+            engine.lookup("/d/dropped")
         await engine.stop()
 
     run(scenario)
@@ -432,6 +458,58 @@ def test_running_out_of_descriptors_shrinks_the_cache_instead_of_failing(
     refusals.append(OSError(errno.EMFILE, "Too many open files"))  # nothing left to give
     with pytest.raises(OSError, match="Too many"):
         handles.get(21)
+
+
+def test_a_tail_of_more_chunks_than_one_pwritev_takes_is_written_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tail keeps each append as its own chunk and writes them with pwritev, at most
+    IOV_MAX at a time, so 2,500 appends of a few bytes take three calls. One call that the
+    kernel cuts short has its rest written too. Reads from the tail, at any range, and
+    from the file afterwards, return exactly the appended bytes, whether they came alone
+    or in records that append to many streams."""
+    calls: list[int] = []
+    real_pwritev = os.pwritev
+
+    def pwritev(fd: int, buffers: list[bytes], offset: int) -> int:
+        calls.append(len(buffers))
+        if len(calls) == 2:  # a short write, mid-chunk
+            return os.pwrite(fd, b"".join(buffers)[:7], offset)
+        return real_pwritev(fd, buffers, offset)
+
+    async def scenario() -> None:
+        store = FileStore(tmp_path, tail_bytes=1 << 20)
+        engine = StreamEngine(store)
+        await engine.start()
+        await create(engine, "/many")
+        await create(engine, "/other")
+        stream, other = engine.lookup("/many"), engine.lookup("/other")
+        pieces = [b"%d;" % n for n in range(2500)]
+        data = b"".join(pieces)
+        for n, piece in enumerate(pieces):  # alone, and in records that name two streams
+            if n % 2:
+                await engine.append_framed_many([(other, b"x"), (stream, piece)])
+            else:
+                await append(engine, "/many", piece)
+        tail = store._tails[stream.id]
+        assert len(tail.chunks) == 2500 and tail.end - tail.start == len(data)
+        rng = random.Random(3)
+        for _ in range(50):
+            a = rng.randint(0, len(data))
+            b = rng.randint(a, len(data))
+            assert store.read(stream.id, a, b) == data[a:b]
+        monkeypatch.setattr(os, "pwritev", pwritev)
+        store._write_tails()
+        monkeypatch.undo()
+        # Every chunk of both tails went to pwritev once, never more than IOV_MAX a call.
+        assert sum(calls) == 2500 + 1250 and max(calls) == store_module._IOV_MAX
+        assert stream.id not in store._tails and store._buffered == 0
+        assert (tmp_path / "streams" / f"{stream.id}.data").read_bytes() == data
+        assert read_all(engine, "/many") == data
+        assert read_all(engine, "/other") == b"x" * 1250
+        await engine.stop()
+
+    run(scenario)
 
 
 def test_a_write_out_reuses_the_descriptors_it_holds_before_opening_others(

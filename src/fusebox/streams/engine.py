@@ -353,8 +353,10 @@ class StreamEngine:
             parts.append((stream.id, pending.tail - stream.base, len(framed)))
             pending.tail += len(framed)
         data = b"".join([framed for _, framed in appends])
-        commit = self._store.submit(Record(APPEND_MANY, 0, {"parts": parts}, data))
-        for stream, _ in appends:
+        streams = [stream for stream, _ in appends]
+        record = Record(APPEND_MANY, 0, {"parts": parts}, data, streams=streams)
+        commit = self._store.submit(record)
+        for stream in streams:
             stream.last_commit = commit
         return commit
 
@@ -452,10 +454,13 @@ class StreamEngine:
             self._publish(stream, start, record.data)
         elif record.kind == APPEND_MANY:
             by_id, listeners, data = self._by_id, self.listeners, record.data
+            parts = record.meta["parts"]
+            streams = record.streams or [by_id.get(part[0]) for part in parts]
             offset = 0
-            for stream_id, position, length in record.meta["parts"]:
-                stream = by_id.get(stream_id)
-                if stream is not None:
+            for stream, (_, position, length) in zip(streams, parts, strict=True):
+                # Skip a stream dropped since (`_apply` of its delete marks it gone and
+                # takes it out of the registry; a soft-deleted one is still there).
+                if stream is not None and (not stream.gone or by_id.get(stream.id) is stream):
                     # The durable tail, as records apply in order: from the record, not
                     # the old tail's int (one object fewer per stream, thousands per call).
                     start = stream.base + position

@@ -15,8 +15,12 @@ import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import orjson
+
+if TYPE_CHECKING:
+    from fusebox.streams.model import Stream
 
 CREATE = "c"
 APPEND = "a"
@@ -40,6 +44,9 @@ class Record:
     # Non-zero: this many bytes were written to the data file directly, not to the log.
     # Replayed records know only the length (`data` is empty).
     external: int = 0
+    # Live APPEND_MANY records only, never written: the streams its parts name, in order,
+    # so that making it durable need not look thousands of them up by id.
+    streams: list[Stream] | None = None
 
     def parts(self) -> Iterator[tuple[int, int, memoryview]]:
         """Each stream's share of an APPEND_MANY record: (stream id, file position, bytes)."""

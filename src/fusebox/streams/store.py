@@ -71,6 +71,8 @@ _SEGMENT = re.compile(r"\A(\d{12})\.(wal|snapshot)\Z")
 # every 64 MiB of WAL, cost ~2 us per change the one-by-one way. syncfs also writes back
 # other programs' dirty data on that filesystem, so a few files are still synced singly.
 SYNCFS_MIN_FILES = 256
+# Buffers one pwritev takes at most (1,024 on Linux).
+_IOV_MAX = max(16, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 16
 
 
 def _load_syncfs() -> Callable[[int], int] | None:
@@ -131,13 +133,37 @@ class LogStore(Protocol):
 
 
 class _Tail:
-    """Durable bytes of one stream not yet in its data file, starting at file offset `start`."""
+    """Durable bytes of one stream not yet in its data file: `chunks` in order, from file
+    offset `start` to `end`.
 
-    __slots__ = ("buffer", "start")
+    The chunks are kept as they arrived and written with one `pwritev`, not copied into
+    one growing buffer: a buffer grown an item at a time up to `tail_bytes` was
+    reallocated and copied ~50 times on the way, and with 10,000 shape logs every copy
+    missed the CPU caches (under cachegrind, ~10 last-level misses and 1,500
+    instructions per change, the most memory traffic of any one thing the writer did).
+    """
+
+    __slots__ = ("chunks", "end", "start")
 
     def __init__(self, start: int) -> None:
         self.start = start
-        self.buffer = bytearray()
+        self.end = start
+        self.chunks: list[bytes] = []
+
+    def read(self, start: int, end: int) -> bytes:
+        """Bytes [start, end) of the file's offsets, all within this tail."""
+        pieces = []
+        at = self.start
+        # The writer may append meanwhile (never change a chunk); the range asked for is
+        # durable, so its chunks are already here.
+        for chunk in self.chunks:
+            following = at + len(chunk)
+            if following > start:
+                pieces.append(chunk[max(0, start - at) : end - at])
+                if following >= end:
+                    break
+            at = following
+        return b"".join(pieces)
 
 
 class _FileHandles:
@@ -382,24 +408,29 @@ class FileStore:
     def _buffer_parts(self, record: Record) -> None:
         """`_buffer` each stream's share of an APPEND_MANY record, the usual case inline: a
         record can name 10,000 streams, each extending its tail by an item or two."""
-        tails, tail_bytes = self._tails, self._tail_bytes
-        added = 0
-        for stream_id, position, data in record.parts():
+        tails, tail_bytes, data = self._tails, self._tail_bytes, record.data
+        added = offset = 0
+        for stream_id, position, length in record.meta["parts"]:
+            following = offset + length
             tail = tails.get(stream_id)
             if (
                 tail is not None
-                and tail.start + len(tail.buffer) == position
-                and len(tail.buffer) + len(data) < tail_bytes
+                and tail.end == position
+                and tail.end - tail.start + length < tail_bytes
             ):
-                tail.buffer += data
-                added += len(data)
+                # A slice of the record's bytes: one small object, which is what the tail
+                # keeps (a view would be larger, and keep the whole record alive).
+                tail.chunks.append(data[offset:following])
+                tail.end = position + length
+                added += length
             else:
-                self._buffer(stream_id, data, position)
+                self._buffer(stream_id, memoryview(data)[offset:following], position)
+            offset = following
         self._buffered += added
 
     def _buffer(self, stream_id: int, data: bytes | memoryview, position: int) -> None:
         tail = self._tails.get(stream_id)
-        if tail is not None and tail.start + len(tail.buffer) != position:
+        if tail is not None and tail.end != position:
             self._write_tail(stream_id)  # not contiguous (never expected)
             tail = None
         if tail is None:
@@ -407,25 +438,31 @@ class FileStore:
                 self._pwrite(stream_id, data, position)  # a tail's worth: straight to the file
                 return
             tail = self._tails[stream_id] = _Tail(position)
-        elif len(tail.buffer) + len(data) >= self._tail_bytes:
-            # The tail is full: write it, then the data, without copying one into the other
-            # (large transactions append tens of MB at once).
-            self._write_tail(stream_id)
-            self._pwrite(stream_id, data, position)
-            return
-        tail.buffer += data
+        full = tail.end - tail.start + len(data) >= self._tail_bytes
+        # A view stays only until its write: it keeps its whole record alive.
+        tail.chunks.append(data if full or type(data) is bytes else bytes(data))
+        tail.end = position + len(data)
         self._buffered += len(data)
+        if full:
+            self._write_tail(stream_id)  # with the data: one pwritev, nothing copied
 
     def _write_tail(self, stream_id: int) -> None:
         tail = self._tails.get(stream_id)
         if tail is None:
             return
-        data = tail.buffer
-        self._pwrite(stream_id, data, tail.start)
+        fd = self._write_handles.get(stream_id)
+        chunks, position = tail.chunks, tail.start
+        for first in range(0, len(chunks), _IOV_MAX):
+            batch = chunks[first : first + _IOV_MAX]
+            size = sum(map(len, batch))
+            written = os.pwritev(fd, batch, position)
+            if written < size:  # a short write (rare on a regular file): the rest at once
+                self._pwrite(stream_id, b"".join(batch)[written:], position + written)
+            position += size
         # Only now that the bytes are in the file: a reader that finds no tail reads the
         # file, and one holding this tail still finds its bytes in it.
         del self._tails[stream_id]
-        self._buffered -= len(data)
+        self._buffered -= tail.end - tail.start
 
     def _write_tails(self) -> None:
         # Streams whose descriptor is open first. In tail order, a cache smaller than the
@@ -455,7 +492,7 @@ class FileStore:
             for stream_id in record.meta.get("drop", ()):
                 tail = self._tails.pop(stream_id, None)
                 if tail is not None:
-                    self._buffered -= len(tail.buffer)
+                    self._buffered -= tail.end - tail.start
                 self._write_handles.drop(stream_id)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self._data_dir / f"{stream_id}.data")
@@ -511,13 +548,10 @@ class FileStore:
         tail = self._tails.get(stream_id)
         if tail is None or end <= tail.start:
             return os.pread(self._read_handles.get(stream_id), end - start, start)
-        # Read `start` before slicing: the writer may extend the buffer meanwhile, never
-        # change what is in it.
-        tail_start = tail.start
-        if start >= tail_start:
-            return bytes(tail.buffer[start - tail_start : end - tail_start])
-        head = os.pread(self._read_handles.get(stream_id), tail_start - start, start)
-        return head + bytes(tail.buffer[: end - tail_start])
+        if start >= tail.start:
+            return tail.read(start, end)
+        head = os.pread(self._read_handles.get(stream_id), tail.start - start, start)
+        return head + tail.read(tail.start, end)
 
     def forget(self, stream_id: int) -> None:
         self._read_handles.drop(stream_id)
