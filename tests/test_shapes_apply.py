@@ -215,7 +215,7 @@ def test_appends_in_one_batch_become_visible_in_order(tmp_path: Path) -> None:
         assert len({id(commit) for commit in commits}) == 1
         await asyncio.gather(*commits)
         await asyncio.sleep(0)  # the done callbacks
-        assert [offset for offset, _, _ in one._boundaries] == [(1, 0), (2, 0), (3, 0)]
+        assert [offset for offset, _, _ in one.boundaries()] == [(1, 0), (2, 0), (3, 0)]
         assert one.last_offset == (3, 0) and one.visible_end == one.stream.durable.tail
         assert two.last_offset == (2, 0)
         await engine.stop()

@@ -39,7 +39,7 @@ from fusebox.sync.log_items import (
 )
 from fusebox.sync.schema import Table, inspect_table, session_options
 from fusebox.sync.shape import ShapeDefinition
-from fusebox.sync.shape_log import ShapeLog
+from fusebox.sync.shape_log import BEFORE_ALL, INFINITY, ShapeLog
 from fusebox.sync.shapes import Shapes
 from fusebox.sync.snapshot import (
     PARALLEL_MIN_PAGES,
@@ -331,6 +331,46 @@ def _reference_cuts(items: list[bytes], chunk_bytes: int) -> list[int]:
     return cuts
 
 
+def test_offsets_and_positions_map_through_the_published_boundaries(tmp_path: Path) -> None:
+    """A log's boundaries are kept as packed integers. Seeking any offset (a boundary's,
+    one between two, one past all, `_inf`) and naming the offset at any position give what
+    a plain search of the boundaries as tuples gives, also after a rebuild."""
+    rng = random.Random(5)
+
+    async def scenario() -> None:
+        engine = StreamEngine(FileStore(tmp_path / "log"))
+        await engine.start()
+        stream, _ = await engine.create("/log", StreamConfig("application/json"), b"", False)
+        shape_log = ShapeLog(engine, stream, 400)  # small chunks: cuts inside transactions
+        await shape_log.append_snapshot(end=(1, 2, []))
+        for lsn in range(100, 5000, rng.randrange(50, 150)):
+            count = rng.randrange(1, 6)
+            items = []
+            for op in range(0, 2 * count, 2):
+                headers = {"lsn": str(lsn), "op_position": op, "last": op == 2 * count - 2}
+                body = {"headers": headers, "v": "x" * rng.randrange(90)}
+                items.append(((lsn, op), orjson.dumps(body)))
+            await shape_log.append_changes(items)
+        rebuilt = ShapeLog(engine, stream, 400)
+        rebuilt.rebuild()
+        boundaries = shape_log.boundaries()
+        assert rebuilt.boundaries() == boundaries and any(cut for _, _, cut in boundaries[1:])
+        probes = {offset for offset, _, _ in boundaries}
+        probes |= {(lsn + d, op) for (lsn, op), _, _ in boundaries for d in (-1, 1)}
+        probes |= {(0, 0), (4999, INFINITY), (10**12, 0), (50, INFINITY)}
+        for log in (shape_log, rebuilt):
+            for probe in probes:
+                before = [position for offset, position, _ in boundaries if offset <= probe]
+                assert log.seek(probe) == (before[-1] if before else stream.base), probe
+            assert log.seek(BEFORE_ALL) == stream.base
+            for position in range(0, stream.durable.tail + 2, 7):
+                at = [offset for offset, end, _ in boundaries if end <= position]
+                assert log._offset_at(position) == (at[-1] if at else BEFORE_ALL), position
+        await engine.stop()
+
+    asyncio.run(scenario())
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_snapshot_chunk_cuts_match_rebuild(tmp_path: Path, seed: int) -> None:
     rng = random.Random(seed)
@@ -356,12 +396,12 @@ def test_snapshot_chunk_cuts_match_rebuild(tmp_path: Path, seed: int) -> None:
         marker = control_item("snapshot-end", xmin="5", xmax="9", xip_list=["6", "7"])
         cuts = [*_reference_cuts(items, chunk_bytes), len(framed) + len(marker) + 2]
         assert shape_log._chunk_ends == [stream.base + cut for cut in cuts]
-        offsets = [offset for offset, _, _ in shape_log._boundaries]
+        offsets = [offset for offset, _, _ in shape_log.boundaries()]
         assert offsets == [(0, n) for n in range(len(shape_log._chunk_ends))]
         assert shape_log.snapshot_visible and shape_log.last_offset == offsets[-1]
         rebuilt = ShapeLog(engine, stream, chunk_bytes)
         rebuilt.rebuild()
-        assert rebuilt._boundaries == shape_log._boundaries
+        assert rebuilt.boundaries() == shape_log.boundaries()
         assert rebuilt._chunk_ends == shape_log._chunk_ends
         assert rebuilt.snapshot_done and rebuilt.visible_end == shape_log.visible_end
         await engine.stop()

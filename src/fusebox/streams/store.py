@@ -11,7 +11,7 @@ The file backend (`FileStore`):
   in progress form the next batch, which costs one write and one fdatasync whatever the
   number of streams it touches (per-stream fsyncs cap a server at 5-7k appends/s here);
 - after the WAL is durable, each stream's bytes join that stream's in-memory tail; a tail
-  is written to the stream's own data file (pwrite, unsynced) once it holds `tail_bytes`,
+  is written to the stream's own data file (pwritev, unsynced) once it holds `tail_bytes`,
   when all tails together pass `buffer_bytes`, and before every checkpoint. Reads are
   served from the file and the tail, so the data files plus tails are the wire bytes;
 - an append of `direct_bytes` or more is written to its data file and fdatasync'ed first;

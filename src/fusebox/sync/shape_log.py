@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import functools
-from operator import itemgetter
+from array import array
 
 import orjson
 
@@ -31,8 +31,6 @@ BEFORE_ALL = (-1, 0)
 Offset = tuple[int, int]
 # (offset, end position, whether a chunk ends there)
 Boundary = tuple[Offset, int, bool]
-_OFFSET = itemgetter(0)
-_POSITION = itemgetter(1)
 
 
 def format_offset(offset: Offset) -> str:
@@ -55,9 +53,9 @@ class ShapeLog:
     # Slots: with 10,000 shapes, every transaction touches thousands of logs, and attribute
     # lookups that miss the CPU cache are a large part of an append.
     __slots__ = (
-        "_boundaries",
         "_chunk_ends",
         "_chunk_start",
+        "_index",
         "_snapshot_chunk",
         "_waiters",
         "chunk_bytes",
@@ -73,10 +71,14 @@ class ShapeLog:
         self.engine = engine
         self.stream = stream
         self.chunk_bytes = chunk_bytes
-        # Published boundaries, ascending in offset and in position alike: the tuples
-        # framing made, kept as they are (one list to extend per transaction, not two).
-        self._boundaries: list[Boundary] = []
-        self._chunk_ends: list[int] = []
+        # Published boundaries, ascending in offset and in position alike, as three
+        # machine integers each: transaction (LSN), op position, and end position * 2 + 1
+        # if a chunk ends there. One array for all three, so a transaction extends one
+        # object per log; and 24 bytes a boundary where the tuples framing built, kept,
+        # were ~180 (four objects) that lived as long as the log and that the cycle
+        # collector walked. Offsets past 2**63 would need an LSN Postgres never reaches.
+        self._index = array("q")
+        self._chunk_ends: list[int] = []  # positions of the cuts (one per chunk: few)
         self._chunk_start = stream.base
         self._snapshot_chunk = 0
         self._waiters: set[asyncio.Future[None]] | None = None  # made by the first `wait`
@@ -184,8 +186,9 @@ class ShapeLog:
         if ends_snapshot:
             self.snapshot_visible = True
         if boundaries:
-            self._boundaries += boundaries
-            for _, position, cut in boundaries:
+            index = self._index
+            for (transaction, op), position, cut in boundaries:
+                index.extend((transaction, op, position * 2 + cut))
                 if cut:
                     self._chunk_ends.append(position)
             self.last_offset, self.visible_end, _ = boundaries[-1]
@@ -221,7 +224,7 @@ class ShapeLog:
                     if offset[0] == 0:
                         self._snapshot_chunk += 1
                 if cut or headers.get("last"):
-                    self._boundaries.append((offset, position, cut))
+                    self._index.extend((*offset, position * 2 + cut))
                     if cut:
                         self._chunk_ends.append(position)
                     self.visible_end = position
@@ -235,8 +238,11 @@ class ShapeLog:
         """The byte position just after the item at `offset` (the start for -1)."""
         if offset == BEFORE_ALL:
             return self.stream.base
-        index = bisect.bisect_right(self._boundaries, offset, key=_OFFSET)
-        return self._boundaries[index - 1][1] if index else self.stream.base
+        index = self._index
+        count = bisect.bisect_right(
+            range(len(index) // 3), offset, key=lambda n: (index[3 * n], index[3 * n + 1])
+        )  # boundaries at or before `offset`
+        return index[3 * count - 1] >> 1 if count else self.stream.base
 
     def chunk(self, start: int) -> tuple[bytes, int, Offset]:
         """Framed items from `start` to the end of its chunk or the visible end.
@@ -250,9 +256,21 @@ class ShapeLog:
             return b"", start, self._offset_at(start)
         return self.engine.read_range(self.stream, start, end), end, self._offset_at(end)
 
+    def boundaries(self) -> list[Boundary]:
+        """Every published boundary, oldest first (for inspection: reads bisect)."""
+        index = self._index
+        return [
+            ((index[i], index[i + 1]), index[i + 2] >> 1, bool(index[i + 2] & 1))
+            for i in range(0, len(index), 3)
+        ]
+
     def _offset_at(self, position: int) -> Offset:
-        index = bisect.bisect_right(self._boundaries, position, key=_POSITION)
-        return self._boundaries[index - 1][0] if index else BEFORE_ALL
+        """The offset of the last boundary at or before `position`."""
+        index = self._index
+        count = bisect.bisect_right(
+            range(len(index) // 3), position, key=lambda n: index[3 * n + 2] >> 1
+        )
+        return (index[3 * count - 3], index[3 * count - 2]) if count else BEFORE_ALL
 
     async def wait(self, position: int, timeout: float) -> bool:
         """Wait until the log is visible past `position`; False on timeout."""
