@@ -284,7 +284,7 @@ def test_reads_join_data_files_and_in_memory_tails(tmp_path: Path) -> None:
         assert seen_tail_and_file  # the interesting case (a read across both) happened
         external = [r for r in wal_records(tmp_path) if r.external]
         assert external and all(r.data == b"" and r.size >= 600 for r in external)
-        assert store._buffered == sum(t.end - t.start for t in store._tails.values())
+        assert store._buffered == sum(t.size for t in store._tails.values())
         await crash(engine)
         engine = await start()
         check(engine)
@@ -507,6 +507,29 @@ def test_a_tail_of_more_chunks_than_one_pwritev_takes_is_written_whole(
         assert (tmp_path / "streams" / f"{stream.id}.data").read_bytes() == data
         assert read_all(engine, "/many") == data
         assert read_all(engine, "/other") == b"x" * 1250
+        await engine.stop()
+
+    run(scenario)
+
+
+def test_a_tail_counts_what_each_chunk_costs_besides_its_bytes(tmp_path: Path) -> None:
+    """One-byte appends hold far more memory than their bytes: a tail counts each chunk's
+    overhead against `tail_bytes`, so 1,000 bytes of budget take 20 of them, not 1,000."""
+
+    async def scenario() -> None:
+        store = FileStore(tmp_path, tail_bytes=1000)
+        engine = StreamEngine(store)
+        await engine.start()
+        await create(engine, "/tiny")
+        stream_id = engine.lookup("/tiny").id
+        for n in range(30):
+            await append(engine, "/tiny", b"%d" % (n % 10))
+        written = (tmp_path / "streams" / f"{stream_id}.data").read_bytes()
+        assert written == b"".join(b"%d" % (n % 10) for n in range(21))
+        tail = store._tails[stream_id]
+        assert (tail.start, tail.end, len(tail.chunks)) == (21, 30, 9)
+        assert store._buffered == tail.size == 9 * (1 + store_module._CHUNK_COST)
+        assert read_all(engine, "/tiny") == b"".join(b"%d" % (n % 10) for n in range(30))
         await engine.stop()
 
     run(scenario)

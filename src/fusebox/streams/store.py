@@ -73,6 +73,10 @@ _SEGMENT = re.compile(r"\A(\d{12})\.(wal|snapshot)\Z")
 SYNCFS_MIN_FILES = 256
 # Buffers one pwritev takes at most (1,024 on Linux).
 _IOV_MAX = max(16, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 16
+# What a tail holds per chunk besides its bytes (the bytes object's header, rounded, and
+# the list's slot). Counted with the bytes against `tail_bytes` and `buffer_bytes`, so
+# that a stream of one-byte appends cannot hold 48 times its budget.
+_CHUNK_COST = 48
 
 
 def _load_syncfs() -> Callable[[int], int] | None:
@@ -134,7 +138,7 @@ class LogStore(Protocol):
 
 class _Tail:
     """Durable bytes of one stream not yet in its data file: `chunks` in order, from file
-    offset `start` to `end`.
+    offset `start` to `end`, holding `size` bytes of memory (see `_CHUNK_COST`).
 
     The chunks are kept as they arrived and written with one `pwritev`, not copied into
     one growing buffer: a buffer grown an item at a time up to `tail_bytes` was
@@ -143,11 +147,12 @@ class _Tail:
     instructions per change, the most memory traffic of any one thing the writer did).
     """
 
-    __slots__ = ("chunks", "end", "start")
+    __slots__ = ("chunks", "end", "size", "start")
 
     def __init__(self, start: int) -> None:
         self.start = start
         self.end = start
+        self.size = 0
         self.chunks: list[bytes] = []
 
     def read(self, start: int, end: int) -> bytes:
@@ -416,13 +421,14 @@ class FileStore:
             if (
                 tail is not None
                 and tail.end == position
-                and tail.end - tail.start + length < tail_bytes
+                and tail.size + length + _CHUNK_COST < tail_bytes
             ):
                 # A slice of the record's bytes: one small object, which is what the tail
                 # keeps (a view would be larger, and keep the whole record alive).
                 tail.chunks.append(data[offset:following])
                 tail.end = position + length
-                added += length
+                tail.size += length + _CHUNK_COST
+                added += length + _CHUNK_COST
             else:
                 self._buffer(stream_id, memoryview(data)[offset:following], position)
             offset = following
@@ -438,11 +444,13 @@ class FileStore:
                 self._pwrite(stream_id, data, position)  # a tail's worth: straight to the file
                 return
             tail = self._tails[stream_id] = _Tail(position)
-        full = tail.end - tail.start + len(data) >= self._tail_bytes
+        size = len(data) + _CHUNK_COST
+        full = tail.size + size >= self._tail_bytes
         # A view stays only until its write: it keeps its whole record alive.
         tail.chunks.append(data if full or type(data) is bytes else bytes(data))
         tail.end = position + len(data)
-        self._buffered += len(data)
+        tail.size += size
+        self._buffered += size
         if full:
             self._write_tail(stream_id)  # with the data: one pwritev, nothing copied
 
@@ -462,7 +470,7 @@ class FileStore:
         # Only now that the bytes are in the file: a reader that finds no tail reads the
         # file, and one holding this tail still finds its bytes in it.
         del self._tails[stream_id]
-        self._buffered -= tail.end - tail.start
+        self._buffered -= tail.size
 
     def _write_tails(self) -> None:
         # Streams whose descriptor is open first. In tail order, a cache smaller than the
@@ -492,7 +500,7 @@ class FileStore:
             for stream_id in record.meta.get("drop", ()):
                 tail = self._tails.pop(stream_id, None)
                 if tail is not None:
-                    self._buffered -= tail.end - tail.start
+                    self._buffered -= tail.size
                 self._write_handles.drop(stream_id)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self._data_dir / f"{stream_id}.data")
