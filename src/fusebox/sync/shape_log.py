@@ -183,6 +183,10 @@ class ShapeLog:
         """
         if commit.cancelled() or commit.exception() is not None:
             return  # storage failed: nothing after this becomes durable either
+        self._publish(boundaries, ends_snapshot)
+        self._wake()
+
+    def _publish(self, boundaries: list[Boundary], ends_snapshot: bool) -> None:
         if ends_snapshot:
             self.snapshot_visible = True
         if boundaries:
@@ -192,12 +196,12 @@ class ShapeLog:
                 if cut:
                     self._chunk_ends.append(position)
             self.last_offset, self.visible_end, _ = boundaries[-1]
-        self._wake()
 
     # -- recovery -----------------------------------------------------------------------
 
     def rebuild(self) -> None:
-        """Derive boundaries from the stored items, by the rules `_append` follows."""
+        """Derive boundaries from the stored items, by the rules appending follows (the
+        same `_cut` and `_item_end`)."""
         position = self.stream.base
         tail = self.stream.durable.tail
         read_from = position
@@ -210,27 +214,20 @@ class ShapeLog:
             if cut_at < 0:
                 continue
             block, buffer = buffer[: cut_at + 2], buffer[cut_at + 2 :]
+            boundaries: list[Boundary] = []
+            ends_snapshot = False
             for line in block.split(SEPARATOR)[:-1]:
                 position += len(line) + len(SEPARATOR)
                 headers = orjson.loads(line).get("headers", {})
-                ends_snapshot = headers.get("control") == "snapshot-end"
-                if "lsn" in headers:
+                if headers.get("control") == "snapshot-end":
+                    self._cut(boundaries, (0, self._snapshot_chunk), position)
+                    self.snapshot_done = ends_snapshot = True
+                elif "lsn" in headers:
                     offset = (int(headers["lsn"]), int(headers["op_position"]))
-                else:
-                    offset = (0, self._snapshot_chunk)
-                cut = ends_snapshot or position - self._chunk_start >= self.chunk_bytes
-                if cut:
-                    self._chunk_start = position
-                    if offset[0] == 0:
-                        self._snapshot_chunk += 1
-                if cut or headers.get("last"):
-                    self._index.extend((*offset, position * 2 + cut))
-                    if cut:
-                        self._chunk_ends.append(position)
-                    self.visible_end = position
-                    self.last_offset = offset
-                if ends_snapshot:
-                    self.snapshot_done = self.snapshot_visible = True
+                    self._item_end(boundaries, offset, position, bool(headers.get("last")))
+                else:  # a snapshot row: a boundary only where a chunk ends
+                    self._item_end(boundaries, (0, self._snapshot_chunk), position, False)
+            self._publish(boundaries, ends_snapshot)
 
     # -- reading ------------------------------------------------------------------------
 
