@@ -347,13 +347,14 @@ class StreamEngine:
             if stream.gone or stream.pending.closed:
                 raise StreamClosed(f"stream {stream.path} is closed", stream.pending.tail)
         parts = []
+        streams = []
         for stream, framed in appends:
             # What `_apply` does on replay, inline: thousands of streams per call.
             pending = stream.pending
             parts.append((stream.id, pending.tail - stream.base, len(framed)))
             pending.tail += len(framed)
+            streams.append(stream)
         data = b"".join([framed for _, framed in appends])
-        streams = [stream for stream, _ in appends]
         record = Record(APPEND_MANY, 0, {"parts": parts}, data, streams=streams)
         commit = self._store.submit(record)
         for stream in streams:

@@ -138,7 +138,7 @@ class LogStore(Protocol):
 
 class _Tail:
     """Durable bytes of one stream not yet in its data file: `chunks` in order, from file
-    offset `start` to `end`, holding `size` bytes of memory (see `_CHUNK_COST`).
+    offset `start` to `end`.
 
     The chunks are kept as they arrived and written with one `pwritev`, not copied into
     one growing buffer: a buffer grown an item at a time up to `tail_bytes` was
@@ -147,13 +147,16 @@ class _Tail:
     instructions per change, the most memory traffic of any one thing the writer did).
     """
 
-    __slots__ = ("chunks", "end", "size", "start")
+    __slots__ = ("chunks", "end", "start")
 
     def __init__(self, start: int) -> None:
         self.start = start
         self.end = start
-        self.size = 0
         self.chunks: list[bytes] = []
+
+    def held(self) -> int:
+        """The memory it holds, as counted against the limits (see `_CHUNK_COST`)."""
+        return self.end - self.start + len(self.chunks) * _CHUNK_COST
 
     def read(self, start: int, end: int) -> bytes:
         """Bytes [start, end) of the file's offsets, all within this tail."""
@@ -421,13 +424,13 @@ class FileStore:
             if (
                 tail is not None
                 and tail.end == position
-                and tail.size + length + _CHUNK_COST < tail_bytes
+                and tail.end - tail.start + length + (len(tail.chunks) + 1) * _CHUNK_COST
+                < tail_bytes
             ):
                 # A slice of the record's bytes: one small object, which is what the tail
                 # keeps (a view would be larger, and keep the whole record alive).
                 tail.chunks.append(data[offset:following])
                 tail.end = position + length
-                tail.size += length + _CHUNK_COST
                 added += length + _CHUNK_COST
             else:
                 self._buffer(stream_id, memoryview(data)[offset:following], position)
@@ -444,13 +447,11 @@ class FileStore:
                 self._pwrite(stream_id, data, position)  # a tail's worth: straight to the file
                 return
             tail = self._tails[stream_id] = _Tail(position)
-        size = len(data) + _CHUNK_COST
-        full = tail.size + size >= self._tail_bytes
+        full = tail.held() + len(data) + _CHUNK_COST >= self._tail_bytes
         # A view stays only until its write: it keeps its whole record alive.
         tail.chunks.append(data if full or type(data) is bytes else bytes(data))
         tail.end = position + len(data)
-        tail.size += size
-        self._buffered += size
+        self._buffered += len(data) + _CHUNK_COST
         if full:
             self._write_tail(stream_id)  # with the data: one pwritev, nothing copied
 
@@ -470,7 +471,7 @@ class FileStore:
         # Only now that the bytes are in the file: a reader that finds no tail reads the
         # file, and one holding this tail still finds its bytes in it.
         del self._tails[stream_id]
-        self._buffered -= tail.size
+        self._buffered -= tail.held()
 
     def _write_tails(self) -> None:
         # Streams whose descriptor is open first. In tail order, a cache smaller than the
@@ -500,7 +501,7 @@ class FileStore:
             for stream_id in record.meta.get("drop", ()):
                 tail = self._tails.pop(stream_id, None)
                 if tail is not None:
-                    self._buffered -= tail.size
+                    self._buffered -= tail.held()
                 self._write_handles.drop(stream_id)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self._data_dir / f"{stream_id}.data")

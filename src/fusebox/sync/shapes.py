@@ -489,9 +489,9 @@ class Shapes:
             logs.append((shape.log, boundaries))
         commit = self.engine.append_framed_many(appends)
 
-        def settle(_: asyncio.Future[None]) -> None:
+        def settle(done: asyncio.Future[None]) -> None:
             for shape_log, boundaries in logs:
-                shape_log.settle(boundaries, False, commit)
+                shape_log.settle(boundaries, False, done)
 
         commit.add_done_callback(settle)
         return commit
