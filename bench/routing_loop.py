@@ -22,6 +22,7 @@ import asyncio
 import gc
 import random
 import resource
+import statistics
 import tempfile
 import time
 
@@ -80,14 +81,23 @@ async def run(args: argparse.Namespace) -> None:
         HeapFreezer().start()
         store = engine._store
         assert isinstance(store, FileStore)
-        write_outs: list[tuple[int, float]] = []
-        write_tails = store._write_tails
+        # Per write-out: tails written and the writer thread's CPU for them, summed over
+        # the slices it is written in.
+        write_outs: list[list] = []
+        write_out_tails, write_tails = store._write_out_tails, store._write_tails
 
-        def timed_write_tails() -> None:
-            tails, started = len(store._tails), time.thread_time()
-            write_tails()
-            write_outs.append((tails, time.thread_time() - started))
+        async def counted_write_out() -> None:
+            write_outs.append([0, 0.0])
+            await write_out_tails()
 
+        def timed_write_tails(stream_ids: list[int] | None = None) -> None:
+            started = time.thread_time()
+            write_tails(stream_ids)
+            if write_outs and stream_ids is not None:
+                write_outs[-1][0] += len(stream_ids)
+                write_outs[-1][1] += time.thread_time() - started
+
+        store._write_out_tails = counted_write_out  # type: ignore[method-assign]
         store._write_tails = timed_write_tails  # type: ignore[method-assign]
         collecting = {"since": 0.0, "total": 0.0}
 
@@ -101,14 +111,21 @@ async def run(args: argparse.Namespace) -> None:
         rng = random.Random(1)
         before = resource.getrusage(resource.RUSAGE_SELF)
         built = 0.0
-        pending: list[asyncio.Future[None]] = []
+        pending: list[asyncio.Future] = []
+        waits: list[float] = []  # per transaction: routed until all its appends are durable
         for number in range(args.transactions):
             started = time.process_time()
             tx = transaction(number, args.shapes, args.tenants == "spread", rng)
             built += time.process_time() - started  # not routing: taken out below
             with collector_paused():
-                pending += shapes.apply(tx)
-            if len(pending) > 20:
+                commits = shapes.apply(tx)
+            applied = time.perf_counter()
+            durable = asyncio.gather(*commits)
+            durable.add_done_callback(
+                lambda _, applied=applied: waits.append(time.perf_counter() - applied)
+            )
+            pending.append(durable)
+            if len(pending) >= args.in_flight:
                 await asyncio.gather(*pending)
                 pending.clear()
         await asyncio.gather(*pending)
@@ -123,7 +140,8 @@ async def run(args: argparse.Namespace) -> None:
             f"{args.shapes} shapes, {args.tenants} tenants, {changes:,} changes: "
             f"{user + system:.2f} us CPU per change (user {user:.2f}, system {system:.2f}); "
             f"collector {collecting['total']:.3f} s; tail write-outs (tails, CPU s): "
-            f"{[(tails, round(cpu, 3)) for tails, cpu in write_outs]}"
+            f"{[(tails, round(cpu, 3)) for tails, cpu in write_outs]}; routed to durable, "
+            f"median {statistics.median(waits) * 1e3:.1f} ms, longest {max(waits) * 1e3:.1f} ms"
         )
         await engine.stop()
 
@@ -133,6 +151,13 @@ def main() -> None:
     parser.add_argument("--shapes", type=int, default=10_000)
     parser.add_argument("--transactions", type=int, default=300, help="of 1,000 rows each")
     parser.add_argument("--tenants", choices=["spread", "random"], default="spread")
+    parser.add_argument(
+        "--in-flight",
+        type=int,
+        default=21,
+        help="transactions routed before waiting for them to be durable (1: each alone, "
+        "so the longest wait is the longest the store held a commit back)",
+    )
     asyncio.run(run(parser.parse_args()))
 
 
