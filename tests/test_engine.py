@@ -584,6 +584,49 @@ def test_commits_go_on_while_tails_are_written_out(
     run(scenario)
 
 
+def test_a_failed_write_out_stops_the_store_and_loses_nothing_acknowledged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tails over their budget are written out in the background. If the disk refuses
+    them, the store takes no more appends (as after a failed WAL write), the tails keep
+    serving what was acknowledged, and after a restart the WAL brings it all back."""
+    expected: dict[str, bytes] = {}
+
+    def full(fd: int, buffers: list[bytes], offset: int) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    async def scenario() -> None:
+        engine = StreamEngine(FileStore(tmp_path, buffer_bytes=2_000))
+        await engine.start()
+        store = engine._store
+        assert isinstance(store, FileStore)
+        for n in range(10):
+            await create(engine, f"/s{n}")
+            expected[f"/s{n}"] = b""
+        monkeypatch.setattr(os, "pwritev", full)
+        n = 0
+        while store._write_out is None:
+            path = f"/s{n % 10}"
+            await append(engine, path, b"%d;" % n)
+            expected[path] += b"%d;" % n
+            n += 1
+        with pytest.raises(OSError):
+            await store._write_out
+        with pytest.raises(StorageFailed):
+            await append(engine, "/s0", b"refused")
+        for path, data in expected.items():
+            assert read_all(engine, path) == data
+        await crash(engine)
+        monkeypatch.undo()
+        engine = StreamEngine(FileStore(tmp_path, buffer_bytes=2_000))
+        await engine.start()
+        for path, data in expected.items():
+            assert read_all(engine, path) == data
+        await engine.stop()
+
+    run(scenario)
+
+
 def test_a_write_out_reuses_the_descriptors_it_holds_before_opening_others(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -497,7 +497,7 @@ class FileStore:
             for first in range(0, len(order), _WRITE_OUT_SLICE):
                 chunk = order[first : first + _WRITE_OUT_SLICE]
                 await loop.run_in_executor(self._writer, self._write_tails, chunk)
-        except BaseException as exc:
+        except Exception as exc:  # (not a cancellation: the tails are still whole)
             self._failed = exc  # as after a failed WAL write: the store takes no more
             raise
         finally:
