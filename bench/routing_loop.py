@@ -90,10 +90,10 @@ async def run(args: argparse.Namespace) -> None:
             write_outs.append([0, 0.0])
             await write_out_tails()
 
-        def timed_write_tails(stream_ids: list[int] | None = None) -> None:
+        def timed_write_tails(stream_ids: list[int]) -> None:
             started = time.thread_time()
             write_tails(stream_ids)
-            if write_outs and stream_ids is not None:
+            if write_outs:
                 write_outs[-1][0] += len(stream_ids)
                 write_outs[-1][1] += time.thread_time() - started
 

@@ -505,7 +505,7 @@ def test_a_tail_of_more_chunks_than_one_pwritev_takes_is_written_whole(
             b = rng.randint(a, len(data))
             assert store.read(stream.id, a, b) == data[a:b]
         monkeypatch.setattr(os, "pwritev", pwritev)
-        store._write_tails()
+        await store._write_out_all()
         monkeypatch.undo()
         # Every chunk of both tails went to pwritev once, never more than IOV_MAX a call.
         assert sum(calls) == 2500 + 1250 and max(calls) == store_module._IOV_MAX
@@ -653,7 +653,7 @@ def test_a_write_out_reuses_the_descriptors_it_holds_before_opening_others(
             for path in paths:
                 await append(engine, path, f"{path}:{round_};".encode())
             opened.clear()
-            store._write_tails()
+            await store._write_out_all()
             assert len(opened) == 6, round_  # four held since creation or the last write-out
         monkeypatch.undo()
         for path in paths:

@@ -49,6 +49,7 @@ import asyncio
 import contextlib
 import ctypes
 import errno
+import logging
 import os
 import re
 import sys
@@ -63,6 +64,8 @@ import orjson
 
 from fusebox.limits import open_files_limit
 from fusebox.streams.records import APPEND, APPEND_MANY, CREATE, DELETE, Record, decode_records
+
+log = logging.getLogger(__name__)
 
 _SEGMENT = re.compile(r"\A(\d{12})\.(wal|snapshot)\Z")
 
@@ -228,9 +231,13 @@ class _FileHandles:
             os.close(self._open.popitem()[1])
 
 
-def _retrieve(task: asyncio.Future[None]) -> None:
-    if not task.cancelled():
-        task.exception()
+def _log_failure(write_out: asyncio.Future[None]) -> None:
+    if not write_out.cancelled() and write_out.exception() is not None:
+        log.error(
+            "writing stream tails to their data files failed; the store takes no more "
+            "writes until the server restarts",
+            exc_info=write_out.exception(),
+        )
 
 
 def _fsync(path: Path) -> None:
@@ -389,8 +396,8 @@ class FileStore:
                 batch.set_result(None)
                 if self._buffered >= self._buffer_bytes and self._write_out is None:
                     self._write_out = asyncio.ensure_future(self._write_out_tails())
-                    # A failure marks the store failed (the next submit says so).
-                    self._write_out.add_done_callback(_retrieve)
+                    # Nothing awaits it: a failure is logged (and stops the store).
+                    self._write_out.add_done_callback(_log_failure)
                 if self._wal_size >= self._segment_bytes and self._checkpoint is None:
                     snapshot = self._snapshot()
                     await self._roll_segment()
@@ -519,9 +526,9 @@ class FileStore:
         held = self._write_handles.holds
         return sorted(self._tails, key=lambda stream_id: not held(stream_id))
 
-    def _write_tails(self, stream_ids: list[int] | None = None) -> None:
-        """Write out these streams' tails (on the writer thread); None: every tail."""
-        for stream_id in self._write_order() if stream_ids is None else stream_ids:
+    def _write_tails(self, stream_ids: list[int]) -> None:
+        """Write out these streams' tails (on the writer thread)."""
+        for stream_id in stream_ids:
             self._write_tail(stream_id)
 
     def _pwrite(self, stream_id: int, data: bytes | bytearray | memoryview, position: int) -> None:
